@@ -1,0 +1,154 @@
+"""Configurations and presets.
+
+Three presets, chosen by the environment variable ``CIRCUITS_PRESET`` (read by the
+notebooks, the tests and nbmake alike):
+
+- ``smoke``: a tiny model and a few steps, so CI executes every notebook in seconds.
+- ``cpu``: the default without a GPU; small enough to grow induction heads on 2 cores.
+- ``paper``: the paper's sizes (12 heads x 64, d_model 768, GPT-2 BPE, OpenWebText).
+
+Every config is a frozen dataclass, so a checkpoint can store it as JSON and a loaded
+model explains itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+PRESET_ENV = "CIRCUITS_PRESET"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of an attention-only transformer (paper section "Model simplifications")."""
+
+    n_layers: int  # 0, 1, 2, ...: attention layers; 0 gives the bigram model W_U W_E
+    d_model: int  # width of the residual stream
+    n_heads: int  # heads per layer
+    d_head: int  # width of each head's query/key/value space
+    n_ctx: int  # longest sequence; rows of W_pos
+    d_vocab: int  # tokenizer size; rows of W_E, columns of W_U
+    init_std: float = 0.02  # std of the normal init of every weight (GPT-2's)
+
+    def __post_init__(self):
+        for name in ("d_model", "n_heads", "d_head", "n_ctx", "d_vocab"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_layers < 0:
+            raise ValueError(f"ModelConfig.n_layers must be >= 0, got {self.n_layers}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where tokens come from."""
+
+    corpus: str  # "embedded" (data/corpus, committed) or "openwebtext" (hub, opt-in)
+    tokenizer: str  # "bpe8k" (trained on the embedded corpus, committed) or "gpt2"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (AdamW, linear warmup then cosine decay)."""
+
+    batch_size: int  # sequences per optimiser step, summed over all DDP ranks
+    total_tokens: int  # training length; steps = total_tokens // (batch_size * n_ctx)
+    lr: float  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only; there are no biases or gains
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # max global gradient norm
+    eval_every: int = 100  # steps between validation/metric evaluations
+    eval_batches: int = 8  # validation batches per evaluation
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    n_snapshots: int = 8  # log-spaced weight snapshots for studying the phase change
+    seed: int = 0
+    precision: str = "bf16"  # "bf16" autocast (CPU and CUDA) or "fp32"
+    compile: bool = False  # torch.compile the training forward (CUDA)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one preset fixes: data, the shape of the 0/1/2-layer models, training."""
+
+    name: str
+    data: DataConfig
+    d_model: int
+    n_heads: int
+    d_head: int
+    n_ctx: int
+    d_vocab: int
+    train: TrainConfig
+    # per-layer-count training length (the 2-layer model needs the most tokens)
+    total_tokens: dict = field(default_factory=dict)
+
+    def model_config(self, n_layers: int) -> ModelConfig:
+        return ModelConfig(n_layers=n_layers, d_model=self.d_model, n_heads=self.n_heads,
+                           d_head=self.d_head, n_ctx=self.n_ctx, d_vocab=self.d_vocab)
+
+    def train_config(self, n_layers: int) -> TrainConfig:
+        tokens = self.total_tokens.get(n_layers, self.train.total_tokens)
+        return dataclasses.replace(self.train, total_tokens=tokens)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        data=DataConfig(corpus="embedded", tokenizer="bpe8k"),
+        d_model=32, n_heads=4, d_head=8, n_ctx=64, d_vocab=8192,
+        train=TrainConfig(batch_size=8, total_tokens=8 * 64 * 40, lr=3e-3, warmup_steps=5,
+                          eval_every=10, eval_batches=2, checkpoint_every=20, n_snapshots=3),
+    ),
+    "cpu": Preset(
+        name="cpu",
+        data=DataConfig(corpus="embedded", tokenizer="bpe8k"),
+        d_model=256, n_heads=8, d_head=32, n_ctx=256, d_vocab=8192,
+        train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,
+                          eval_every=100, eval_batches=8, checkpoint_every=200, n_snapshots=10),
+        total_tokens={0: 4_000_000, 1: 16_000_000, 2: 24_000_000},
+    ),
+    "paper": Preset(
+        name="paper",
+        data=DataConfig(corpus="openwebtext", tokenizer="gpt2"),
+        d_model=768, n_heads=12, d_head=64, n_ctx=1024, d_vocab=50257,
+        train=TrainConfig(batch_size=64, total_tokens=5_000_000_000, lr=1e-3, warmup_steps=1000,
+                          eval_every=500, eval_batches=20, checkpoint_every=1000, n_snapshots=16,
+                          compile=True),
+    ),
+}
+
+
+def default_preset_name() -> str:
+    """``cpu`` unless a CUDA device is present, in which case ``paper``."""
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name``, else the one in ``$CIRCUITS_PRESET``, else the default."""
+    name = name or os.environ.get(PRESET_ENV) or default_preset_name()
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (from {PRESET_ENV} or argument); "
+                         f"choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def to_json(cfg) -> str:
+    """A config as JSON (tuples become lists; ``from_json`` turns them back)."""
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def from_json(cls, text: str):
+    """Rebuild a config dataclass from ``to_json`` output, rejecting unknown fields."""
+    raw = json.loads(text)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__} JSON has unknown fields {sorted(unknown)}")
+    if "betas" in raw:
+        raw["betas"] = tuple(raw["betas"])
+    return cls(**raw)

@@ -1,0 +1,102 @@
+"""Olsson et al. (2022) measurements of attention heads and in-context learning.
+
+All scores are per head, as tensors [n_layers, n_heads], computed through the explicit
+attention path of ``AttnOnlyTransformer.run_with_cache``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import AttnOnlyTransformer, loss_fn
+
+
+def stacked_patterns(cache: dict[str, torch.Tensor], n_layers: int) -> torch.Tensor:
+    """Attention patterns of every layer, [layer, batch, head, dst, src]."""
+    return torch.stack([cache[f"blocks.{l}.attn.pattern"] for l in range(n_layers)])
+
+
+@torch.no_grad()
+def previous_token_scores(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean attention from each token to the one before it on real text:  mean_i A[i, i-1].
+
+    tokens [batch, pos] of natural text; returns [n_layers, n_heads].
+    """
+    _, cache = model.run_with_cache(tokens)
+    pats = stacked_patterns(cache, model.cfg.n_layers)
+    prev = pats.diagonal(offset=-1, dim1=-2, dim2=-1)  # [layer, batch, head, pos-1]
+    return prev.mean(dim=(1, 3))
+
+
+def repeated_random_tokens(token_counts: np.ndarray, n_samples: int = 10, seq_len: int = 25,
+                           repeats: int = 4, bos: int = 0, seed: int = 0) -> torch.Tensor:
+    """Olsson et al.'s prefix-matching input: [bos] + r * repeats, r = seq_len random tokens.
+
+    Tokens are drawn uniformly from those of middling frequency: the most common 1 % and the
+    rarest tokens (seen fewer than 10 times, or in the least common half) are excluded.
+    Returns [n_samples, 1 + seq_len * repeats].
+    """
+    order = np.argsort(-token_counts, kind="stable")
+    seen = order[token_counts[order] >= 10]
+    lo, hi = max(1, len(seen) // 100), max(2, len(seen) // 2)
+    pool = seen[lo:hi]
+    pool = pool[pool != bos]
+    if len(pool) < seq_len:
+        raise ValueError(f"only {len(pool)} tokens of middling frequency; need at least {seq_len}")
+    rng = np.random.default_rng(seed)
+    rows = [np.concatenate([[bos], np.tile(rng.choice(pool, seq_len, replace=False), repeats)])
+            for _ in range(n_samples)]
+    return torch.as_tensor(np.stack(rows), dtype=torch.long)
+
+
+def induction_targets(tokens: torch.Tensor) -> torch.Tensor:
+    """Mask [batch, dst, src]: src follows an earlier occurrence of the token at dst.
+
+    M[b, i, j] = 1 iff j >= 1, j <= i and tokens[b, j-1] == tokens[b, i] (with j-1 < i).
+    """
+    same = tokens[:, :, None] == tokens[:, None, :]  # [b, i, k]: token k equals token i
+    n = tokens.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool).tril(-1)  # k < i
+    prev_match = same & earlier
+    mask = torch.zeros_like(prev_match)
+    mask[:, :, 1:] = prev_match[:, :, :-1]  # src j = k + 1
+    return mask
+
+
+@torch.no_grad()
+def prefix_matching_scores(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Olsson et al.'s prefix-matching score on repeated random tokens, [n_layers, n_heads].
+
+    score = mean over destinations with an earlier occurrence of  sum_{src in targets} A[dst, src]
+    """
+    _, cache = model.run_with_cache(tokens)
+    pats = stacked_patterns(cache, model.cfg.n_layers)  # [L, b, h, i, j]
+    mask = induction_targets(tokens).to(pats.dtype)  # [b, i, j]
+    mass = (pats * mask[None, :, None]).sum(-1)  # [L, b, h, i]
+    has_target = mask.sum(-1) > 0  # [b, i]
+    weights = has_target.to(pats.dtype)[None, :, None]
+    return (mass * weights).sum(dim=(1, 3)) / weights.sum(dim=(1, 3))
+
+
+def icl_positions(n_ctx: int) -> tuple[int, int]:
+    """Olsson et al.'s positions (token 50 and token 500), scaled down for short contexts."""
+    late = min(500, n_ctx - 1)
+    return max(1, late // 10), late
+
+
+@torch.no_grad()
+def in_context_learning_score(per_token_loss: torch.Tensor) -> float:
+    """Loss at the late position minus loss at the early one (negative = learns in context).
+
+    per_token_loss [batch, pos] from ``loss_fn(..., per_token=True)`` on natural text.
+    """
+    early, late = icl_positions(per_token_loss.shape[1] + 1)
+    late = min(late, per_token_loss.shape[1] - 1)
+    return float(per_token_loss[:, late].mean() - per_token_loss[:, early].mean())
+
+
+@torch.no_grad()
+def per_token_loss(model: AttnOnlyTransformer, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token loss [batch, pos] for windows ``batch`` [batch, n_ctx + 1]."""
+    return loss_fn(model(batch[:, :-1]), batch[:, 1:], per_token=True)

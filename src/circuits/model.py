@@ -1,0 +1,185 @@
+"""The attention-only transformer of the paper ("Model simplifications", Elhage et al. 2021).
+
+    x_0      = W_E[t]                                   (no positions in the residual stream)
+    x_{l+1}  = x_l + sum_h  A^h(x_l + p) . x_l W_V^h W_O^h
+    A^h(y)   = softmax_causal( (y W_Q^h)(y W_K^h)^T / sqrt(d_head) )
+    logits   = x_L W_U
+
+Positions ``p = W_pos[:n]`` enter only the inputs of W_Q and W_K (Shortformer), so every OV
+path carries token identity only. No LayerNorm, no biases, W_E and W_U untied: every
+decomposition in this package is then exact. Parameter names and shapes follow
+TransformerLens (see ``circuits/__init__.py``), so a state dict loads into ``HookedTransformer``.
+
+Two attention paths: ``forward`` (training; fused matmuls + scaled_dot_product_attention,
+per-head parameters untouched) and ``run_with_cache`` (analysis; explicit patterns and
+per-head outputs). Tests check that they agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class Attention(nn.Module):
+    """One attention layer; ``h`` indexes heads, ``d`` d_model, ``e`` d_head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.cfg = cfg
+        self.W_Q = nn.Parameter(torch.empty(h, d, e))  # [n_heads, d_model, d_head]
+        self.W_K = nn.Parameter(torch.empty(h, d, e))  # [n_heads, d_model, d_head]
+        self.W_V = nn.Parameter(torch.empty(h, d, e))  # [n_heads, d_model, d_head]
+        self.W_O = nn.Parameter(torch.empty(h, e, d))  # [n_heads, d_head, d_model]
+
+    def scores(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Causally masked attention scores [batch, head, dst, src] (before softmax)."""
+        y = x + pos  # Shortformer: positions only where queries and keys are read
+        q = torch.einsum("bpd,hde->bhpe", y, self.W_Q)
+        k = torch.einsum("bpd,hde->bhpe", y, self.W_K)
+        s = q @ k.transpose(-1, -2) / math.sqrt(self.cfg.d_head)
+        n = x.shape[1]
+        mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
+        return s.masked_fill(mask, float("-inf"))
+
+    def pattern(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Attention pattern A [batch, head, dst, src]; rows sum to 1."""
+        return self.scores(x, pos).softmax(dim=-1)
+
+    def head_outputs(self, x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+        """Each head's write to the residual stream [batch, pos, head, d_model]: A^h x W_V^h W_O^h."""
+        v = torch.einsum("bpd,hde->bhpe", x, self.W_V)
+        z = pattern @ v  # [b, h, dst, e]
+        return torch.einsum("bhpe,hed->bphd", z, self.W_O)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Fast path: the same sum over heads, as three large matmuls and one fused attention."""
+        b, n, d = x.shape
+        h, e = self.cfg.n_heads, self.cfg.d_head
+        # [h, d, e] -> [d, h*e] keeps per-head parameters while the matmul runs wide
+        w_qk = torch.cat([self.W_Q, self.W_K], dim=0).permute(1, 0, 2).reshape(d, 2 * h * e)
+        qk = (x + pos) @ w_qk
+        v = x @ self.W_V.permute(1, 0, 2).reshape(d, h * e)
+        q, k = qk.view(b, n, 2, h, e).permute(2, 0, 3, 1, 4)
+        v = v.view(b, n, h, e).transpose(1, 2)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, h, n, e]
+        return z.transpose(1, 2).reshape(b, n, h * e) @ self.W_O.reshape(h * e, d)
+
+
+class Block(nn.Module):
+    """A residual block: x + Attn(x). Named ``blocks.{l}.attn`` as in TransformerLens."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn = Attention(cfg)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(x, pos)
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))  # [d_vocab, d_model]
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))  # [n_ctx, d_model]
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))  # [d_model, d_vocab]
+
+
+class AttnOnlyTransformer(nn.Module):
+    """Attention-only transformer with any number of layers (0 gives the bigram model)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.pos_embed = PosEmbed(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.unembed = Unembed(cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Normal(0, init_std) for every weight, W_O scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        for name, p in self.named_parameters():
+            std = self.cfg.init_std
+            if name.endswith("W_O"):
+                std /= math.sqrt(2 * self.cfg.n_layers)
+            with torch.no_grad():
+                p.normal_(0.0, std, generator=generator)
+
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Validate ``tokens`` [batch, pos] (or [pos]) and return them as a 2-D long tensor."""
+        if not isinstance(tokens, torch.Tensor):
+            tokens = torch.as_tensor(tokens)
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape [batch, pos] or [pos], got {tuple(tokens.shape)}")
+        n = tokens.shape[1]
+        if n == 0:
+            raise ValueError("tokens is empty: need at least one position")
+        if n > self.cfg.n_ctx:
+            raise ValueError(f"sequence of length {n} is longer than the model's context n_ctx={self.cfg.n_ctx}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.cfg.d_vocab:
+            bad = hi if hi >= self.cfg.d_vocab else lo
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, d_vocab={self.cfg.d_vocab})")
+        return tokens.long()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, pos, d_vocab] through the fast path."""
+        tokens = self.check_tokens(tokens)
+        x = self.embed.W_E[tokens]
+        pos = self.pos_embed.W_pos[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x, pos)
+        return x @ self.unembed.W_U
+
+    def run_with_cache(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and a cache through the explicit path (for analysis, not training).
+
+        Cache keys (TransformerLens's hook names, shortened):
+        ``blocks.{l}.resid_pre`` [batch, pos, d_model], ``blocks.{l}.attn.scores`` and
+        ``blocks.{l}.attn.pattern`` [batch, head, dst, src], ``blocks.{l}.attn.head_out``
+        [batch, pos, head, d_model], ``resid_final`` [batch, pos, d_model], ``pos`` [pos, d_model].
+        """
+        tokens = self.check_tokens(tokens)
+        x = self.embed.W_E[tokens]
+        pos = self.pos_embed.W_pos[: tokens.shape[1]]
+        cache: dict[str, torch.Tensor] = {"pos": pos}
+        for layer, block in enumerate(self.blocks):
+            attn = block.attn
+            cache[f"blocks.{layer}.resid_pre"] = x
+            scores = attn.scores(x, pos)
+            pattern = scores.softmax(dim=-1)
+            out = attn.head_outputs(x, pattern)
+            cache[f"blocks.{layer}.attn.scores"] = scores
+            cache[f"blocks.{layer}.attn.pattern"] = pattern
+            cache[f"blocks.{layer}.attn.head_out"] = out
+            x = x + out.sum(dim=2)
+        cache["resid_final"] = x
+        return x @ self.unembed.W_U, cache
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """Next-token cross-entropy in nats (mean, or [batch, pos] when ``per_token``)."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    loss = loss.view(targets.shape)
+    return loss if per_token else loss.mean()

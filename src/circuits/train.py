@@ -1,0 +1,239 @@
+"""Training: AdamW, linear warmup + cosine decay, gradient clipping, bf16 autocast, DDP.
+
+``train`` is the one entry point notebooks and scripts import. A run lives in a folder:
+
+    run_dir/checkpoint.safetensors   weights + AdamW moments + progress (resume point)
+    run_dir/model.safetensors        final weights (fp32, TransformerLens names)
+    run_dir/log.jsonl                one row per log step; eval rows add scores
+    run_dir/snapshots/step_*.safetensors   log-spaced bf16 snapshots (phase change)
+
+Determinism: the batch of step s on rank r is drawn from a generator seeded by (seed, r, s),
+so a run resumed from any checkpoint replays exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_save, check_shapes, save_model, verified_load
+from .config import DataConfig, ModelConfig, TrainConfig, from_json, to_json
+from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
+                        previous_token_scores, repeated_random_tokens)
+from .model import AttnOnlyTransformer, loss_fn
+from .batches import iter_eval_batches, sample_batch
+from .trainlog import append_rows, truncate_log
+
+LOG_EVERY = 10  # steps between train-loss rows in log.jsonl
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``cfg.lr`` over ``warmup_steps``, then cosine to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def snapshot_steps(total_steps: int, n: int) -> list[int]:
+    """``n`` log-spaced steps from ~1/64 of the run to its end (where the phase change lives)."""
+    if n <= 0:
+        return []
+    first = max(1, total_steps // 64)
+    return sorted({int(round(s)) for s in np.geomspace(first, total_steps, n)})
+
+
+def distributed_setup() -> tuple[int, int]:
+    """(rank, world_size); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def pick_device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA and on CPUs that support it, else a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # every parameter is a matrix (no biases, no gains), so all take weight decay;
+    # the fused kernel makes one pass over each tensor (the unfused one makes ~8 on CPU)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                             weight_decay=cfg.weight_decay, fused=True)
+
+
+def optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """AdamW moments under ``optimizer.{param name}.{key}`` (no pickle in checkpoints)."""
+    out = {}
+    for name, p in model.named_parameters():
+        for key, value in opt.state.get(p, {}).items():
+            out[f"optimizer.{name}.{key}"] = torch.as_tensor(value).float()
+    return out
+
+
+def load_optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                           tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in model.named_parameters():
+        prefix = f"optimizer.{name}."
+        state = {k[len(prefix):]: v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+        if state:
+            state["step"] = state["step"].reshape(())
+            opt.state[p] = state
+
+
+@torch.no_grad()
+def evaluate(model: AttnOnlyTransformer, val_tokens: np.ndarray, cfg: TrainConfig,
+             repeated: torch.Tensor, device: torch.device) -> dict:
+    """Validation loss, in-context-learning score, per-head previous-token and prefix-matching."""
+    model.eval()
+    n_ctx = model.cfg.n_ctx
+    losses = [per_token_loss(model, b.to(device)).cpu()
+              for b in iter_eval_batches(val_tokens, cfg.batch_size, n_ctx, cfg.eval_batches)]
+    losses = torch.cat(losses)
+    row = {"val_loss": float(losses.mean()), "icl_score": in_context_learning_score(losses)}
+    if model.cfg.n_layers:
+        text = next(iter(iter_eval_batches(val_tokens, 8, n_ctx, 1)))[:, :-1].to(device)
+        prev = previous_token_scores(model, text)
+        prefix = prefix_matching_scores(model, repeated.to(device))
+        row.update(prev_token=prev.tolist(), prefix_matching=prefix.tolist(),
+                   prev_token_best_l0=float(prev[0].max()), prefix_matching_best=float(prefix.max()),
+                   prefix_matching_best_last=float(prefix[-1].max()))
+    model.train()
+    return row
+
+
+def resume_state(path: Path, model, opt, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
+    """Load a resume checkpoint into ``model`` and ``opt``; returns its progress record."""
+    tensors, meta = verified_load(path)
+    saved = (from_json(ModelConfig, meta["model_config"]), from_json(TrainConfig, meta["train_config"]))
+    if saved != (model_cfg, train_cfg):
+        raise ValueError(f"{path} was written by another configuration {saved}; use a new run_dir")
+    check_shapes(model_cfg, tensors, path)
+    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
+    load_optimizer_tensors(model, opt, tensors)
+    return json.loads(meta["state"])
+
+
+def save_resume(path: Path, model, opt, model_cfg, train_cfg, data_cfg, state: dict) -> None:
+    tensors = {**model.state_dict(), **optimizer_tensors(model, opt)}
+    atomic_save(tensors, path, {"model_config": to_json(model_cfg), "train_config": to_json(train_cfg),
+                                "data_config": to_json(data_cfg) if data_cfg else "null",
+                                "state": json.dumps(state)})
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.ndarray],
+          run_dir: str | Path, data_cfg: DataConfig | None = None, resume: bool = True,
+          progress: bool = True, stop_at_step: int | None = None) -> AttnOnlyTransformer:
+    """Train an attention-only model on ``tokens['train']``, evaluating on ``tokens['validation']``.
+
+    Resumes from ``run_dir/checkpoint.safetensors`` when it exists (and ``resume``). Under
+    torchrun each rank draws ``batch_size / world_size`` sequences. ``stop_at_step`` ends the
+    run early after checkpointing (tests use it to simulate an interruption).
+    """
+    rank, world = distributed_setup()
+    if train_cfg.batch_size % world:
+        raise ValueError(f"batch_size {train_cfg.batch_size} is not divisible by world size {world}")
+    main = rank == 0
+    device = pick_device(rank)
+    run_dir = Path(run_dir)
+    ckpt_path, log_path = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
+    total_steps = max(1, train_cfg.total_tokens // (train_cfg.batch_size * model_cfg.n_ctx))
+    for split in ("train", "validation"):
+        if len(tokens[split]) < model_cfg.n_ctx + 2:
+            raise ValueError(f"{split} split has {len(tokens[split])} tokens, fewer than n_ctx + 2")
+
+    torch.manual_seed(train_cfg.seed)
+    model = AttnOnlyTransformer(model_cfg)
+    opt = make_optimizer(model, train_cfg)
+    state = {"step": 0, "elapsed_s": 0.0}
+    if resume and ckpt_path.exists():
+        state = resume_state(ckpt_path, model, opt, model_cfg, train_cfg)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_log(log_path, state["step"])
+    model.to(device)
+    for s in opt.state.values():
+        for k, v in s.items():
+            s[k] = v.to(device)
+    fwd = model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(model)
+    if train_cfg.compile and device.type == "cuda":
+        fwd = torch.compile(fwd)
+
+    counts = np.bincount(np.asarray(tokens["train"][:20_000_000]), minlength=model_cfg.d_vocab)
+    repeated = repeated_random_tokens(counts, seq_len=min(25, (model_cfg.n_ctx - 1) // 4), seed=train_cfg.seed)
+    snaps = set(snapshot_steps(total_steps, train_cfg.n_snapshots))
+    local_batch = train_cfg.batch_size // world
+    # train losses since the last log row travel in the checkpoint, so a resumed log is identical
+    t0, losses, rows = time.time() - state["elapsed_s"], state.get("pending_losses", []), []
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and progress),
+               desc=f"train {model_cfg.n_layers}L", unit="step")
+    for step in range(state["step"], total_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total_steps, train_cfg)
+        gen = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + rank * 10_007 + step)
+        batch = sample_batch(tokens["train"], local_batch, model_cfg.n_ctx, gen).to(device)
+        with autocast(device, train_cfg.precision):
+            logits = fwd(batch[:, :-1])
+        loss = loss_fn(logits, batch[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        bar.update(1)
+        done = step + 1
+        is_eval = done % train_cfg.eval_every == 0 or done == total_steps
+        if main and (done % LOG_EVERY == 0 or is_eval):
+            row = {"step": done, "tokens": done * train_cfg.batch_size * model_cfg.n_ctx,
+                   "elapsed_s": round(time.time() - t0, 2), "lr": lr_at(step, total_steps, train_cfg),
+                   "train_loss": float(np.mean(losses))}
+            losses = []
+            if is_eval:
+                row.update(evaluate(model, tokens["validation"], train_cfg, repeated, device))
+                bar.set_postfix(val=f"{row['val_loss']:.3f}",
+                                pm=f"{row.get('prefix_matching_best', 0):.2f}")
+            rows.append(row)
+        if main and done in snaps:
+            save_model(model, run_dir / "snapshots" / f"step_{done:06d}.safetensors", torch.bfloat16,
+                       extra={"step": str(done), "tokens": str(done * train_cfg.batch_size * model_cfg.n_ctx)})
+        if main and (done % train_cfg.checkpoint_every == 0 or done == total_steps or done == stop_at_step):
+            append_rows(log_path, rows)
+            rows = []
+            save_resume(ckpt_path, model, opt, model_cfg, train_cfg, data_cfg,
+                        {"step": done, "elapsed_s": time.time() - t0, "pending_losses": losses})
+        if done == stop_at_step:
+            break
+    bar.close()
+    if main and state["step"] < total_steps and (stop_at_step is None or stop_at_step >= total_steps):
+        save_model(model, run_dir / "model.safetensors")
+    if world > 1:
+        dist.barrier()
+    return model.cpu().eval()

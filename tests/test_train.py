@@ -1,0 +1,132 @@
+"""Training: loss goes down, schedule, kill-and-resume is bit-identical, DDP on gloo."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from circuits.checkpoint import read_metadata
+from circuits.config import TrainConfig
+from circuits.train import lr_at, snapshot_steps, train
+from circuits.trainlog import eval_rows, read_log
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = TrainConfig(batch_size=1, total_tokens=1, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_snapshots_are_log_spaced():
+    steps = snapshot_steps(6400, 7)
+    assert steps[0] == 100 and steps[-1] == 6400
+    ratios = np.diff(np.log(steps))
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-2)
+
+
+def test_training_lowers_loss_and_logs(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    train(tiny_cfg, tiny_train_cfg, markov_splits, tmp_path, progress=False)
+    rows = eval_rows(read_log(tmp_path / "log.jsonl"))
+    assert rows[-1]["step"] == 30 and rows[-1]["tokens"] == 30 * 8 * 24
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.3
+    assert len(rows[-1]["prefix_matching"]) == tiny_cfg.n_layers
+    assert (tmp_path / "model.safetensors").exists()
+    assert len(list((tmp_path / "snapshots").iterdir())) == 3
+
+
+def test_training_is_deterministic(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    cfg = dataclasses.replace(tiny_train_cfg, total_tokens=8 * 24 * 6)
+    a = train(tiny_cfg, cfg, markov_splits, tmp_path / "a", progress=False)
+    b = train(tiny_cfg, cfg, markov_splits, tmp_path / "b", progress=False)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys, numpy as np
+    import circuits.train as T
+    from circuits.config import ModelConfig, TrainConfig, from_json
+    model_cfg = from_json(ModelConfig, sys.argv[2]); train_cfg = from_json(TrainConfig, sys.argv[3])
+    splits = {k: np.load(sys.argv[4] + f"/{k}.npy") for k in ("train", "validation")}
+    original = T.save_resume
+    def save_then_die(path, model, opt, *args):
+        original(path, model, opt, *args)
+        if args[-1]["step"] == 15:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, as a crash or kill -9
+    T.save_resume = save_then_die
+    T.train(model_cfg, train_cfg, splits, sys.argv[1], progress=False)
+""")
+
+
+def test_killed_run_resumes_bit_identical(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    from circuits.config import to_json
+    for k, v in markov_splits.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(killed), to_json(tiny_cfg),
+                           to_json(tiny_train_cfg), str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert not (killed / "model.safetensors").exists()
+    assert read_metadata(killed / "checkpoint.safetensors")["state"]["step"] == 15
+    assert max(r["step"] for r in read_log(killed / "log.jsonl")) <= 15
+    resumed = train(tiny_cfg, tiny_train_cfg, markov_splits, killed, progress=False)
+    whole = train(tiny_cfg, tiny_train_cfg, markov_splits, tmp_path / "whole", progress=False)
+    for (name, x), y in zip(resumed.state_dict().items(), whole.state_dict().values()):
+        assert torch.equal(x, y), f"{name} differs after resume"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    assert strip(read_log(killed / "log.jsonl")) == strip(read_log(tmp_path / "whole" / "log.jsonl"))
+
+
+def test_resume_with_another_config_is_refused(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    short = dataclasses.replace(tiny_train_cfg, total_tokens=8 * 24 * 5)
+    train(tiny_cfg, short, markov_splits, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="written by another configuration"):
+        train(tiny_cfg, dataclasses.replace(short, lr=0.5), markov_splits, tmp_path, progress=False)
+
+
+def test_too_little_data_is_named(tmp_path, tiny_cfg, tiny_train_cfg):
+    splits = {"train": np.zeros(10, dtype=np.uint16), "validation": np.zeros(10, dtype=np.uint16)}
+    with pytest.raises(ValueError, match="train split has 10 tokens"):
+        train(tiny_cfg, tiny_train_cfg, splits, tmp_path, progress=False)
+
+
+DDP_RUN = textwrap.dedent("""
+    import sys, numpy as np, torch, torch.distributed as dist
+    from circuits.config import ModelConfig, TrainConfig, from_json
+    from circuits.train import train
+    model_cfg = from_json(ModelConfig, sys.argv[2]); train_cfg = from_json(TrainConfig, sys.argv[3])
+    splits = {k: np.load(sys.argv[4] + f"/{k}.npy") for k in ("train", "validation")}
+    model = train(model_cfg, train_cfg, splits, sys.argv[1], progress=False)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    assert all(torch.equal(gathered[0], g) for g in gathered), "ranks diverged"
+    print("world", dist.get_world_size(), "ok")
+    dist.destroy_process_group()
+""")
+
+
+def test_ddp_two_processes_on_gloo(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    from circuits.config import to_json
+    for k, v in markov_splits.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path / "run"), to_json(tiny_cfg), to_json(tiny_train_cfg),
+                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("world 2 ok") == 2
+    rows = eval_rows(read_log(tmp_path / "run" / "log.jsonl"))
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.3
+    assert set(load_file(str(tmp_path / "run" / "model.safetensors"))) >= {"embed.W_E", "unembed.W_U"}
