@@ -1,0 +1,41 @@
+# make venv  : .venv from requirements.txt (re-run only when requirements.txt or pyproject.toml change)
+# make book  : execute every notebook and build the HTML book in _build/html (offline; fails on any error)
+# make test  : unit tests and every notebook (nbmake), with the smoke preset
+# make clean : remove the built book and its execution cache
+#
+# CIRCUITS_PRESET (smoke | cpu | paper) reaches the notebooks from the environment:
+#   CIRCUITS_PRESET=smoke make book
+# VENV may point elsewhere (.ci/run builds a fresh one in a temporary folder).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+TEST_PRESET ?= smoke
+
+.PHONY: venv book test clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -r requirements.txt
+	touch $@
+
+# plotly.js comes from the installed plotly package, so the page script always matches the
+# version that drew the figures; _static/plotly.min.js is not committed. _build/html is removed
+# first so that the site holds exactly the pages of the toc (Sphinx never deletes stale pages).
+book: venv
+	rm -rf _build/html
+	mkdir -p _static
+	cp "$$($(PYTHON) -c 'import pathlib, plotly; print(pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js")')" _static/plotly.min.js
+	PATH="$(abspath $(VENV))/bin:$$PATH" jupyter-book build . --all -W --keep-going
+
+test: venv
+	CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
+
+# the same as `jupyter-book clean --all .` (html, executed notebooks, cache), without needing the venv
+clean:
+	rm -rf _build _static/plotly.min.js
