@@ -99,7 +99,8 @@ def cpython_stdlib(root):
             yield rel, path.read_text("utf-8", "replace")
 
 
-RUST_BOOKS = ["book", "nomicon", "reference", "rust-by-example", "edition-guide", "embedded-book",
+# not "embedded-book": its prose is CC-BY-SA 4.0 (the rest of rust-doc is MIT OR Apache-2.0)
+RUST_BOOKS = ["book", "nomicon", "reference", "rust-by-example", "edition-guide",
               "rustc", "rustdoc"]
 SOURCES = [  # name, Debian package, licence, extractor
     ("janeaustenr", "r-cran-janeaustenr", "public domain text (package MIT)", janeaustenr),
