@@ -46,3 +46,15 @@ def truncate_log(path: str | Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
     os.replace(tmp, path)
+
+
+def first_induction(rows: list[dict], prev_threshold: float = 0.5, prefix_threshold: float = 0.4) -> dict | None:
+    """The first eval row with a layer-0 head of previous-token score >= ``prev_threshold`` and a
+    head in the last layer (layer >= 1) with prefix-matching score >= ``prefix_threshold``."""
+    for row in eval_rows(rows):
+        prev, prefix = row.get("prev_token"), row.get("prefix_matching")
+        if prev is None or len(prefix) < 2:
+            continue
+        if max(prev[0]) >= prev_threshold and max(prefix[-1]) >= prefix_threshold:
+            return row
+    return None

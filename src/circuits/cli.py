@@ -1,0 +1,39 @@
+"""Command line: ``python -m circuits.cli train|publish|tokens``.
+
+    python -m circuits.cli train --preset cpu --layers 0 1 2
+    torchrun --nproc_per_node 8 -m circuits.cli train --preset paper --layers 2
+    python -m circuits.cli publish --preset cpu --layers 0 1 2 --snapshots 4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import PRESETS, get_preset
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m circuits.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "publish", "tokens"])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="default: $CIRCUITS_PRESET, else cpu (paper where CUDA is present)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--snapshots", type=int, default=4, help="snapshots to publish per model")
+    args = parser.parse_args(argv)
+    preset = get_preset(args.preset)
+
+    from . import runs
+
+    if args.command == "tokens":
+        tokens = runs.preset_tokens(preset)
+        print({k: len(v) for k, v in tokens.items()})
+    for n in args.layers if args.command != "tokens" else []:
+        if args.command == "train":
+            print(f"trained: {runs.train_preset(n, preset)}")
+        else:
+            print(f"published: {runs.publish(n, preset, args.snapshots)}")
+
+
+if __name__ == "__main__":
+    main()

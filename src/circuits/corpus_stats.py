@@ -1,0 +1,48 @@
+"""Descriptive statistics of a corpus and its token streams (the data chapter)."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+
+CODE_SOURCES = frozenset({"cpython-stdlib"})  # sources that are program text, not prose
+
+
+def source_table(corpus: datasets.DatasetDict) -> list[dict]:
+    """Per source: documents and UTF-8 bytes in each split, and its share of all bytes."""
+    rows: dict[str, dict] = {}
+    for split, ds in corpus.items():
+        sources = ds["source"] if "source" in ds.column_names else ["(all)"] * len(ds)
+        for source, text in zip(sources, ds["text"]):
+            row = rows.setdefault(source, {"source": source, "kind": "code" if source in CODE_SOURCES else "prose",
+                                           "documents": 0, "bytes": 0, "validation documents": 0})
+            row["documents"] += 1
+            row["bytes"] += len(text.encode("utf-8"))
+            row["validation documents"] += split == "validation"
+    total = sum(r["bytes"] for r in rows.values())
+    for r in rows.values():
+        r["share"] = r["bytes"] / total
+    return sorted(rows.values(), key=lambda r: -r["bytes"])
+
+
+def code_fraction(table: list[dict]) -> float:
+    """Fraction of corpus bytes that are program code."""
+    return sum(r["bytes"] for r in table if r["kind"] == "code") / sum(r["bytes"] for r in table)
+
+
+def token_counts(tokens: np.ndarray, d_vocab: int) -> np.ndarray:
+    """How often each token id occurs in a stream, [d_vocab]."""
+    return np.bincount(np.asarray(tokens), minlength=d_vocab)
+
+
+def document_lengths(corpus: datasets.Dataset) -> np.ndarray:
+    """UTF-8 bytes of every document of a split."""
+    return np.array([len(t.encode("utf-8")) for t in corpus["text"]])
+
+
+def top_tokens(counts: np.ndarray, decode, k: int = 20) -> list[dict]:
+    """The ``k`` most frequent tokens with their text (``decode``: id -> str) and share."""
+    order = np.argsort(-counts, kind="stable")[:k]
+    total = counts.sum()
+    return [{"id": int(i), "token": repr(decode(int(i))), "count": int(counts[i]), "share": counts[i] / total}
+            for i in order]

@@ -1,0 +1,114 @@
+"""Where a preset's models live, and the train-or-load step every chapter starts from.
+
+    data/checkpoints/<preset>/<n>l/   published (committed) models: model.safetensors, log.jsonl,
+                                      snapshots/step_*.safetensors (bf16)
+    runs/<preset>/<n>l/               local training runs (ignored by git; resumable)
+
+A chapter asks for ``model_dir(n_layers)``: the published model of the preset when there is
+one, otherwise a local run, trained on the spot if needed (the smoke preset in CI trains
+in seconds). ``CIRCUITS_TRAIN=1`` forces local training even when published models exist.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_model
+from .config import Preset, get_preset
+from .model import AttnOnlyTransformer
+
+TRAIN_ENV = "CIRCUITS_TRAIN"
+
+
+def project_root() -> Path:
+    """The repository root: ``$CIRCUITS_HOME``, else the folder above ``src/`` holding ``data/``."""
+    if os.environ.get("CIRCUITS_HOME"):
+        return Path(os.environ["CIRCUITS_HOME"])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "data").is_dir() and (parent / "pyproject.toml").is_file():
+            return parent
+    raise FileNotFoundError(f"cannot find the project root above {here}; set CIRCUITS_HOME")
+
+
+def published_dir(preset: Preset, n_layers: int) -> Path:
+    return project_root() / "data" / "checkpoints" / preset.name / f"{n_layers}l"
+
+
+def run_dir(preset: Preset, n_layers: int) -> Path:
+    return project_root() / "runs" / preset.name / f"{n_layers}l"
+
+
+def preset_tokens(preset: Preset) -> dict[str, np.ndarray]:
+    """Token memmaps of the preset's corpus and tokenizer (built and cached on first use)."""
+    from .tokens import prepare_tokens
+
+    return prepare_tokens(preset.data.corpus, preset.data.tokenizer)
+
+
+def train_preset(n_layers: int, preset: Preset | None = None, progress: bool = True) -> Path:
+    """Train (or resume) the preset's ``n_layers`` model in ``runs/``; returns the run folder."""
+    from .train import train
+
+    preset = preset or get_preset()
+    out = run_dir(preset, n_layers)
+    train(preset.model_config(n_layers), preset.train_config(n_layers), preset_tokens(preset), out,
+          data_cfg=preset.data, progress=progress)
+    return out
+
+
+def wants_training() -> bool:
+    return os.environ.get(TRAIN_ENV, "0") not in ("", "0", "false", "no")
+
+
+def model_dir(n_layers: int, preset: Preset | None = None, train_if_missing: bool = True) -> Path:
+    """The folder holding the preset's ``n_layers`` model: published, else trained locally."""
+    preset = preset or get_preset()
+    published = published_dir(preset, n_layers)
+    if (published / "model.safetensors").exists() and not wants_training():
+        return published
+    local = run_dir(preset, n_layers)
+    if not (local / "model.safetensors").exists():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no {n_layers}-layer model for preset {preset.name!r} in {published} "
+                                    f"or {local}; train it with `python -m circuits.cli train "
+                                    f"--preset {preset.name} --layers {n_layers}`")
+        train_preset(n_layers, preset)
+    return local
+
+
+def load_preset_model(n_layers: int, preset: Preset | None = None) -> AttnOnlyTransformer:
+    """The preset's ``n_layers`` model, checked against the preset's shape."""
+    preset = preset or get_preset()
+    return load_model(model_dir(n_layers, preset) / "model.safetensors", expect=preset.model_config(n_layers)).eval()
+
+
+def snapshot_paths(folder: Path) -> list[Path]:
+    """A run's snapshots in training order."""
+    return sorted((folder / "snapshots").glob("step_*.safetensors"))
+
+
+def publish(n_layers: int, preset: Preset, n_snapshots: int) -> Path:
+    """Copy a finished local run into ``data/checkpoints``: model, log, ``n_snapshots`` snapshots.
+
+    The snapshots kept are spread evenly (in log-steps) over those the run wrote.
+    """
+    src, dst = run_dir(preset, n_layers), published_dir(preset, n_layers)
+    if not (src / "model.safetensors").exists():
+        raise FileNotFoundError(f"{src} has no finished model to publish")
+    load_model(src / "model.safetensors", expect=preset.model_config(n_layers))  # verify first
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / "snapshots").mkdir(parents=True)
+    shutil.copy2(src / "model.safetensors", dst / "model.safetensors")
+    shutil.copy2(src / "log.jsonl", dst / "log.jsonl")
+    snaps = snapshot_paths(src)
+    if snaps and n_snapshots > 0:
+        keep = sorted({int(i) for i in np.round(np.linspace(0, len(snaps) - 1, n_snapshots))})
+        for i in keep:
+            shutil.copy2(snaps[i], dst / "snapshots" / snaps[i].name)
+    return dst
