@@ -208,10 +208,11 @@ def build_source(name, package, licence, extract, tmp: Path, min_chars: int):
         meta = {"package": package, "version": version, "deb": deb.name,
                 "deb_sha256": sha256(deb.read_bytes())}
     code = extract is cpython_stdlib
-    docs = [(f"{name}/{doc_id}", text if code else drop_toc_runs(clean(text)))
-            for doc_id, text in extract(root)]
+    docs = [(f"{name}/{doc_id}", clean(text, code)) for doc_id, text in extract(root)]
     if extract.__name__ == "extract":  # HTML pages repeat headers and footers
         docs = drop_boilerplate(docs)
+    if not code:  # after the boilerplate, so a page title is not taken for part of a run
+        docs = [(doc_id, drop_toc_runs(text)) for doc_id, text in docs]
     out = []
     for doc_id, text in docs:
         for label, piece in split_long(clean(text, code)):

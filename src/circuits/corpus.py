@@ -15,6 +15,7 @@ on every machine, for every library version, and however the rows are ordered.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import datasets
@@ -80,7 +81,18 @@ def _load_openwebtext(path: str | Path | None, cache_dir: str | None) -> dataset
             raise ValueError(f"cannot read {local}: expected .parquet, .json, .jsonl or .csv")
         ds = datasets.load_dataset(kind, data_files=str(local), split="train", cache_dir=cache_dir)
     else:
-        ds = datasets.load_dataset(target, split="train", cache_dir=cache_dir)
+        try:
+            ds = datasets.load_dataset(target, split="train", cache_dir=cache_dir)
+        except RuntimeError as err:
+            # datasets >= 4 refuses repositories that still hold a loading script (OpenWebText
+            # did in 2025); the hub's automatic parquet export is the documented way round, but
+            # for large datasets it may hold only the first few GB, hence the warning
+            if "scripts are no longer supported" not in str(err):
+                raise
+            warnings.warn(f"{target} has a loading script; using its refs/convert/parquet export, "
+                          "which may be partial for large datasets", stacklevel=3)
+            ds = datasets.load_dataset(target, split="train", cache_dir=cache_dir,
+                                       revision="refs/convert/parquet")
     if "text" not in ds.column_names:
         raise ValueError(f"dataset {target} has no 'text' column (columns: {ds.column_names})")
     if len(ds) == 0:
