@@ -107,6 +107,20 @@ def load_optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer,
             opt.state[p] = state
 
 
+def training_step(fwd, model: torch.nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor,
+                  cfg: TrainConfig, device: torch.device) -> float:
+    """One optimiser step on ``batch`` [batch, n_ctx + 1]; returns the loss. ``fwd`` may wrap
+    ``model`` (DDP, torch.compile); gradients are clipped on ``model``'s parameters."""
+    with autocast(device, cfg.precision):
+        logits = fwd(batch[:, :-1])
+    loss = loss_fn(logits, batch[:, 1:])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.item()
+
+
 @torch.no_grad()
 def evaluate(model: AttnOnlyTransformer, val_tokens: np.ndarray, cfg: TrainConfig,
              repeated: torch.Tensor, device: torch.device) -> dict:
@@ -200,14 +214,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
             group["lr"] = lr_at(step, total_steps, train_cfg)
         gen = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + rank * 10_007 + step)
         batch = sample_batch(tokens["train"], local_batch, model_cfg.n_ctx, gen).to(device)
-        with autocast(device, train_cfg.precision):
-            logits = fwd(batch[:, :-1])
-        loss = loss_fn(logits, batch[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
+        losses.append(training_step(fwd, model, opt, batch, train_cfg, device))
         bar.update(1)
         done = step + 1
         is_eval = done % train_cfg.eval_every == 0 or done == total_steps
