@@ -59,3 +59,17 @@ def score_curves(logs: Mapping[str, list[dict]], keys: Mapping[str, str], title:
         fig.update_xaxes(type="log", title_text="training tokens", row=1, col=col)
     fig.update_layout(title=title, **{**LAYOUT, "height": 380})
     return fig
+
+
+def scatter(x: Sequence[float], y: Sequence[float], hover: Sequence[str], title: str, xlabel: str, ylabel: str,
+            diagonal: bool = False, color: Sequence[float] | None = None, color_label: str = "") -> go.Figure:
+    """Scatter with hover labels; ``diagonal`` draws y = x."""
+    marker = dict(size=4, opacity=0.5)
+    if color is not None:
+        marker.update(color=list(color), colorscale="Viridis", showscale=True, colorbar=dict(title=color_label))
+    fig = go.Figure(go.Scattergl(x=list(x), y=list(y), mode="markers", hovertext=list(hover), marker=marker))
+    if diagonal:
+        lo, hi = float(min(min(x), min(y))), float(max(max(x), max(y)))
+        fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="grey", dash="dot"), showlegend=False)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, showlegend=False, **LAYOUT)
+    return fig
