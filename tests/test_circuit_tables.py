@@ -1,0 +1,135 @@
+"""Chunked, bf16-filtered tables of a factored circuit against dense torch.topk."""
+
+import pytest
+import torch
+
+from circuits.circuit_tables import (copying_rates, diagonal_stats, scan_ov_circuit, topk_circuit_entries,
+                                     topk_per_row)
+from circuits.factored import FactoredMatrix
+
+FILTERS = [torch.bfloat16, None]
+
+
+def random_fm(batch=(), m=150, k=6, n=131, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return FactoredMatrix(scale * torch.randn(*batch, m, k, generator=g), torch.randn(*batch, k, n, generator=g))
+
+
+def copying_fm(n=120, k=8, strength=1.5, seed=0):
+    """A square circuit whose diagonal is raised for many tokens (some rows undecided for the filter)."""
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(k, n, generator=g)
+    A = strength * B.T + torch.randn(n, k, generator=g)
+    return FactoredMatrix(A, B)
+
+
+def dense_copying(ov_dense: torch.Tensor, K: int) -> float:
+    """Rate over sources s (columns) where fewer than K other outputs beat ov[s, s]."""
+    n = ov_dense.shape[-1]
+    d = ov_dense.diagonal()
+    beaten = (ov_dense > d[None, :]).sum(0)  # per column; the diagonal never beats itself
+    return float((beaten < K).float().mean()) if n else 0.0
+
+
+@pytest.mark.parametrize("filter_dtype", FILTERS)
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("chunk_rows", [1, 37, 4096])
+def test_topk_entries_match_dense(filter_dtype, largest, chunk_rows):
+    fm = random_fm()
+    M = fm.dense()
+    vals, rows, cols = topk_circuit_entries(fm, 25, largest=largest, chunk_rows=chunk_rows, filter_dtype=filter_dtype)
+    want = M.flatten().topk(25, largest=largest)
+    torch.testing.assert_close(vals, want.values)
+    n = M.shape[1]
+    assert set((rows * n + cols).tolist()) == set(want.indices.tolist())
+    torch.testing.assert_close(M[rows, cols], vals)
+
+
+@pytest.mark.parametrize("scale", [1e-18, 1e18])
+def test_topk_entries_any_scale(scale):
+    fm = random_fm(scale=scale, seed=3)
+    vals, rows, cols = topk_circuit_entries(fm, 10, chunk_rows=16)
+    torch.testing.assert_close(vals, fm.dense().flatten().topk(10).values)
+
+
+def test_topk_entries_with_ties_and_batch():
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(2, 40, 4, generator=g).round()  # integer factors: many exactly equal entries
+    B = torch.randn(2, 4, 50, generator=g).round()
+    A[:, 20:] = A[:, :20]  # duplicated rows
+    fm = FactoredMatrix(A, B)
+    vals, rows, cols = topk_circuit_entries(fm, 30, chunk_rows=7)
+    assert vals.shape == rows.shape == cols.shape == (2, 30)
+    M = fm.dense()
+    for h in range(2):
+        torch.testing.assert_close(vals[h], M[h].flatten().topk(30).values)
+        torch.testing.assert_close(M[h][rows[h], cols[h]], vals[h])
+        assert len(set(zip(rows[h].tolist(), cols[h].tolist()))) == 30
+
+
+def test_topk_k_larger_than_matrix():
+    fm = random_fm(m=4, n=3)
+    vals, _, _ = topk_circuit_entries(fm, 100)
+    torch.testing.assert_close(vals, fm.dense().flatten().sort(descending=True).values)
+
+
+@pytest.mark.parametrize("filter_dtype", FILTERS)
+@pytest.mark.parametrize("strength", [0.0, 0.7, 3.0])
+def test_copying_rates_match_dense(filter_dtype, strength):
+    ov = copying_fm(strength=strength)
+    top1, top5 = copying_rates(ov, chunk_rows=23, filter_dtype=filter_dtype)
+    M = ov.dense()
+    assert float(top1) == dense_copying(M, 1)
+    assert float(top5) == dense_copying(M, 5)
+    if strength == 3.0:
+        assert float(top1) > 0.3  # many rows are decided exactly, not by the bf16 filter
+
+
+def test_copying_rates_use_columns_as_sources():
+    """A matrix whose diagonal tops every column but not every row: rates must read columns."""
+    M = torch.tensor([[5.0, 0.0, 0.0], [9.0, 4.0, 0.0], [9.0, 0.0, 3.0]])
+    U, S, Vh = torch.linalg.svd(M)
+    ov = FactoredMatrix(U * S, Vh)
+    (top1,) = copying_rates(ov, ks=(1,))
+    assert float(top1) == pytest.approx(2 / 3)  # column 0: 9 > 5 beats it; columns 1, 2: diagonal wins
+    (top1_rows,) = copying_rates(ov.T, ks=(1,))
+    assert float(top1_rows) == pytest.approx(1 / 3)
+
+
+def test_copying_rates_batched_and_fused_scan():
+    g = torch.Generator().manual_seed(2)
+    B = torch.randn(3, 6, 90, generator=g)
+    ov = FactoredMatrix(torch.tensor([0.0, 1.0, 3.0])[:, None, None] * B.mT + torch.randn(3, 90, 6, generator=g), B)
+    top1, top5 = copying_rates(ov, chunk_rows=32)
+    assert top1.shape == top5.shape == (3,)
+    vals, out, src, f1, f5 = scan_ov_circuit(ov, k=12, chunk_rows=32)
+    torch.testing.assert_close(f1, top1)
+    torch.testing.assert_close(f5, top5)
+    v2, o2, s2 = topk_circuit_entries(ov, 12)
+    torch.testing.assert_close(vals, v2)
+    M = ov.dense()
+    for h in range(3):
+        assert float(top1[h]) == dense_copying(M[h], 1) and float(top5[h]) == dense_copying(M[h], 5)
+        torch.testing.assert_close(M[h][out[h], src[h]], vals[h])
+
+
+def test_topk_per_row():
+    fm = random_fm(batch=(2,))
+    M = fm.dense()
+    rows = torch.tensor([5, 0, 149])
+    vals, idx = topk_per_row(fm, 4, rows=rows, chunk_rows=2)
+    want = M[:, rows].topk(4, dim=-1)
+    torch.testing.assert_close(vals, want.values)
+    assert torch.equal(idx, want.indices)
+    vals, idx = topk_per_row(fm, 3, largest=False, chunk_rows=64)
+    torch.testing.assert_close(vals, M.topk(3, dim=-1, largest=False).values)
+
+
+def test_diagonal_stats():
+    ov = FactoredMatrix(*[t.double() for t in (copying_fm(strength=2.0).A, copying_fm(strength=2.0).B)])
+    M = ov.dense()
+    stats = diagonal_stats(ov)
+    torch.testing.assert_close(stats["mean"], M.mean())
+    torch.testing.assert_close(stats["std"], M.std(unbiased=False))
+    torch.testing.assert_close(stats["diag_mean"], M.diagonal().mean())
+    assert stats["diag_z"] > 1
