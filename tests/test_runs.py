@@ -20,7 +20,7 @@ def home(tmp_path, monkeypatch):
 def fake_run(preset, n_layers, n_snapshots=5):
     folder = runs.run_dir(preset, n_layers)
     model = AttnOnlyTransformer(preset.model_config(n_layers))
-    save_model(model, folder / "model.safetensors")
+    save_model(model, folder / "model.safetensors", extra=runs.tokenizer_meta(preset))
     (folder / "log.jsonl").write_text('{"step": 1, "tokens": 8, "train_loss": 9.0}\n')
     for step in range(1, n_snapshots + 1):
         save_model(model, folder / "snapshots" / f"step_{step * 10:06d}.safetensors")
@@ -55,3 +55,12 @@ def test_load_preset_model_checks_shape(home):
     fake_run(smoke, 0)
     model = runs.load_preset_model(0, smoke)
     assert model.cfg == smoke.model_config(0)
+
+
+def test_model_of_another_tokenizer_is_refused(home):
+    smoke = get_preset("smoke")
+    folder = runs.run_dir(smoke, 0)
+    save_model(AttnOnlyTransformer(smoke.model_config(0)), folder / "model.safetensors",
+               extra={"tokenizer": "bpe8k", "tokenizer_sha256": "0" * 64})
+    with pytest.raises(runs.CheckpointError, match="trained with tokenizer files of sha256 0000"):
+        runs.load_preset_model(0, smoke)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_model
+from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .config import Preset, get_preset
 from .model import AttnOnlyTransformer
 
@@ -57,8 +57,25 @@ def train_preset(n_layers: int, preset: Preset | None = None, progress: bool = T
     preset = preset or get_preset()
     out = run_dir(preset, n_layers)
     train(preset.model_config(n_layers), preset.train_config(n_layers), preset_tokens(preset), out,
-          data_cfg=preset.data, progress=progress)
+          data_cfg=preset.data, progress=progress, model_meta=tokenizer_meta(preset))
     return out
+
+
+def tokenizer_meta(preset: Preset) -> dict[str, str]:
+    """The tokenizer a model is trained with, recorded in its file: token ids mean nothing without it."""
+    from .tokens import tokenizer_sha256
+
+    return {"tokenizer": preset.data.tokenizer, "tokenizer_sha256": tokenizer_sha256(preset.data.tokenizer)}
+
+
+def check_tokenizer(path: Path, preset: Preset) -> None:
+    """Raise if the model at ``path`` was trained with other tokenizer files than the committed ones."""
+    recorded = read_metadata(path).get("tokenizer_sha256")
+    current = tokenizer_meta(preset)["tokenizer_sha256"]
+    if recorded != current:
+        raise CheckpointError(f"{path} was trained with tokenizer files of sha256 {recorded}, but "
+                              f"data/tokenizer/{preset.data.tokenizer} has {current}: retrain the model "
+                              f"(CIRCUITS_TRAIN=1) or restore the tokenizer it was trained with")
 
 
 def wants_training() -> bool:
@@ -84,7 +101,9 @@ def model_dir(n_layers: int, preset: Preset | None = None, train_if_missing: boo
 def load_preset_model(n_layers: int, preset: Preset | None = None) -> AttnOnlyTransformer:
     """The preset's ``n_layers`` model, checked against the preset's shape."""
     preset = preset or get_preset()
-    return load_model(model_dir(n_layers, preset) / "model.safetensors", expect=preset.model_config(n_layers)).eval()
+    path = model_dir(n_layers, preset) / "model.safetensors"
+    check_tokenizer(path, preset)
+    return load_model(path, expect=preset.model_config(n_layers)).eval()
 
 
 def snapshot_paths(folder: Path) -> list[Path]:
@@ -100,11 +119,16 @@ def publish(n_layers: int, preset: Preset, n_snapshots: int) -> Path:
     src, dst = run_dir(preset, n_layers), published_dir(preset, n_layers)
     if not (src / "model.safetensors").exists():
         raise FileNotFoundError(f"{src} has no finished model to publish")
-    load_model(src / "model.safetensors", expect=preset.model_config(n_layers))  # verify first
+    model = load_model(src / "model.safetensors", expect=preset.model_config(n_layers))  # verify first
+    meta = {k: v for k, v in read_metadata(src / "model.safetensors").items()
+            if k not in ("format", "sha256", "model_config")}
+    if "tokenizer_sha256" not in meta:  # runs started before models recorded their tokenizer
+        print(f"warning: {src} does not record its tokenizer; recording the current one")
+        meta.update(tokenizer_meta(preset))
     if dst.exists():
         shutil.rmtree(dst)
     (dst / "snapshots").mkdir(parents=True)
-    shutil.copy2(src / "model.safetensors", dst / "model.safetensors")
+    save_model(model, dst / "model.safetensors", extra=meta)
     shutil.copy2(src / "log.jsonl", dst / "log.jsonl")
     snaps = snapshot_paths(src)
     if snaps and n_snapshots > 0:

@@ -37,7 +37,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tokenizer_sha256(name: str) -> str:
+def tokenizer_sha256(name: str) -> str:
     """Hash of the committed tokenizer files, so a retrained ``bpe8k`` invalidates the cache."""
     files = sorted((TOKENIZER_DIR / name).glob("*.json")) + sorted(
         (TOKENIZER_DIR / name).glob("*.txt"))
@@ -119,7 +119,7 @@ def prepare_tokens(corpus: str, tokenizer: str, out_dir: str | Path | None = Non
     else:
         corpus_id = str(corpus_path or "hub")
     expected = {"format": FORMAT_VERSION, "corpus": corpus, "corpus_sha256": corpus_id,
-                "tokenizer": tokenizer, "tokenizer_sha256": _tokenizer_sha256(tokenizer),
+                "tokenizer": tokenizer, "tokenizer_sha256": tokenizer_sha256(tokenizer),
                 "dtype": np.dtype(dtype).name, "eos_token_id": tok.eos_token_id}
     splits = ("train", "validation")
     result, todo = {}, []

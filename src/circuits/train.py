@@ -163,12 +163,14 @@ def save_resume(path: Path, model, opt, model_cfg, train_cfg, data_cfg, state: d
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.ndarray],
           run_dir: str | Path, data_cfg: DataConfig | None = None, resume: bool = True,
-          progress: bool = True, stop_at_step: int | None = None) -> AttnOnlyTransformer:
+          progress: bool = True, stop_at_step: int | None = None,
+          model_meta: dict[str, str] | None = None) -> AttnOnlyTransformer:
     """Train an attention-only model on ``tokens['train']``, evaluating on ``tokens['validation']``.
 
     Resumes from ``run_dir/checkpoint.safetensors`` when it exists (and ``resume``). Under
     torchrun each rank draws ``batch_size / world_size`` sequences. ``stop_at_step`` ends the
-    run early after checkpointing (tests use it to simulate an interruption).
+    run early after checkpointing (tests use it to simulate an interruption). ``model_meta``
+    (e.g. the tokenizer's sha256) is stored in the final model and the snapshots.
     """
     rank, world = distributed_setup()
     if train_cfg.batch_size % world:
@@ -230,7 +232,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
             rows.append(row)
         if main and done in snaps:
             save_model(model, run_dir / "snapshots" / f"step_{done:06d}.safetensors", torch.bfloat16,
-                       extra={"step": str(done), "tokens": str(done * train_cfg.batch_size * model_cfg.n_ctx)})
+                       extra={**(model_meta or {}), "step": str(done),
+                              "tokens": str(done * train_cfg.batch_size * model_cfg.n_ctx)})
         if main and (done % train_cfg.checkpoint_every == 0 or done == total_steps or done == stop_at_step):
             append_rows(log_path, rows)
             rows = []
@@ -240,7 +243,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
             break
     bar.close()
     if main and state["step"] < total_steps and (stop_at_step is None or stop_at_step >= total_steps):
-        save_model(model, run_dir / "model.safetensors")
+        save_model(model, run_dir / "model.safetensors", extra=model_meta)
     if world > 1:
         dist.barrier()
     return model.cpu().eval()
