@@ -88,12 +88,13 @@ def test_baseline_is_reproducible_and_matches_the_probe():
 
 def test_baseline_against_dense_random_scores():
     g = torch.Generator().manual_seed(5)
-    scores = []
-    for _ in range(400):
-        Wa = torch.randn(24, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 24, generator=g, dtype=torch.float64)
-        Wb = torch.randn(24, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 24, generator=g, dtype=torch.float64)
-        scores.append(float(fro(Wa @ Wb) / (fro(Wa) * fro(Wb))))
-    dense_mean = sum(scores) / len(scores)
+
+    def dense_sample():  # [400, 24, 24], each a [24, 6] @ [6, 24] Gaussian product
+        return (torch.randn(400, 24, 6, generator=g, dtype=torch.float64)
+                @ torch.randn(400, 6, 24, generator=g, dtype=torch.float64))
+
+    Wa, Wb = dense_sample(), dense_sample()
+    dense_mean = float((fro(Wa @ Wb) / (fro(Wa) * fro(Wb))).mean())
     assert composition_baseline(24, 6, n_samples=400, seed=1) == pytest.approx(dense_mean, rel=0.05)
 
 
