@@ -27,7 +27,7 @@ import torch
 from .factored import FactoredMatrix
 
 MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]||
-BLOCK = 64  # columns per block maximum in the copying test
+GROUP = 16  # columns per group maximum (groups are strided: columns j, j + n/GROUP, ...)
 
 
 class _Chunks:
@@ -37,7 +37,8 @@ class _Chunks:
         if fm.ndim != 2:
             raise ValueError(f"expected one matrix (2-D), got shape {tuple(fm.shape)}")
         exact_dtype = torch.promote_types(fm.dtype, torch.float32)
-        self.A, self.B = fm.A.to(exact_dtype), fm.B.to(exact_dtype).contiguous()
+        self.A, self.B = fm.A.to(exact_dtype).contiguous(), fm.B.to(exact_dtype).contiguous()
+        self.Bt = self.B.T.contiguous()  # [n, k]: columns of B as rows, for gathers
         self.m, self.n = fm.shape
         self.chunk_rows = max(1, int(chunk_rows))
         self.filter_dtype = filter_dtype
@@ -63,16 +64,20 @@ class _Chunks:
 
     def exact(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Exact ``M[rows[i], cols[i]]`` [len(rows)]."""
-        return (self.A[rows] * self.B[:, cols].T).sum(-1)
+        return (self.A[rows] * self.Bt[cols]).sum(-1)
 
 
-def _block_max(approx: torch.Tensor) -> torch.Tensor:
-    """Maxima of consecutive column blocks of ``BLOCK`` [r, ceil(n / BLOCK)] (one pass over the chunk)."""
+def _group_max(approx: torch.Tensor) -> torch.Tensor:
+    """Maxima of disjoint column groups [r, g] in one pass over the chunk.
+
+    Columns j, j + w, j + 2w, ... (w = n // GROUP) form group j, plus one group of the leftover
+    columns; strided groups make the reduction run over contiguous rows (fast on CPU).
+    """
     r, n = approx.shape
-    full = n // BLOCK * BLOCK
-    parts = [approx[:, :full].unflatten(1, (-1, BLOCK)).amax(-1)] if full else []
-    if full < n:
-        parts.append(approx[:, full:].amax(-1, keepdim=True))
+    w = n // GROUP
+    parts = [approx[:, : w * GROUP].view(r, GROUP, w).amax(1)] if w else []
+    if w * GROUP < n:
+        parts.append(approx[:, w * GROUP:].amax(-1, keepdim=True))
     return torch.cat(parts, dim=1).to(torch.promote_types(approx.dtype, torch.float32))
 
 
@@ -118,10 +123,10 @@ class _Copying:
         self.k_max = max(self.ks)
         self.beaten = []  # per row: number of off-diagonal entries strictly above the diagonal, capped at k_max
 
-    def update(self, chunks: _Chunks, rows, approx, margin, block_max) -> None:
+    def update(self, chunks: _Chunks, rows, approx, margin, group_max) -> None:
         d = chunks.exact(rows, rows)  # [r] exact diagonal
-        # a block whose max clears d + margin holds an entry truly > d (never the diagonal itself)
-        sure = (block_max > (d + margin)[:, None]).sum(-1).clamp(max=self.k_max)
+        # a group whose max clears d + margin holds an entry truly > d (never the diagonal itself)
+        sure = (group_max > (d + margin)[:, None]).sum(-1).clamp(max=self.k_max)
         beaten = sure.clone()
         open_rows = (sure < self.k_max).nonzero().squeeze(1)
         if len(open_rows):  # few rows: count exactly among entries that could exceed d
@@ -143,10 +148,10 @@ class _Copying:
 def _scan(fm: FactoredMatrix, consumers, chunk_rows: int, filter_dtype) -> None:
     chunks = _Chunks(fm, chunk_rows, filter_dtype)
     for rows, approx, margin in chunks:
-        block_max = _block_max(approx)
-        row_max = block_max.amax(-1)
+        group_max = _group_max(approx)
+        row_max = group_max.amax(-1)
         for consumer in consumers:
-            extra = block_max if isinstance(consumer, _Copying) else row_max
+            extra = group_max if isinstance(consumer, _Copying) else row_max
             consumer.update(chunks, rows, approx, margin, extra)
 
 
@@ -160,6 +165,7 @@ def _per_matrix(fm: FactoredMatrix, fn):
     return tuple(torch.stack(parts).reshape(*batch, *parts[0].shape) for parts in zip(*outs))
 
 
+@torch.no_grad()
 def topk_circuit_entries(fm: FactoredMatrix, k: int, largest: bool = True, chunk_rows: int = 2048,
                          filter_dtype: torch.dtype | None = torch.bfloat16):
     """The k largest (or smallest) entries of ``M = A @ B`` and where they are, never building M.
@@ -177,6 +183,7 @@ def topk_circuit_entries(fm: FactoredMatrix, k: int, largest: bool = True, chunk
     return _per_matrix(fm, one)
 
 
+@torch.no_grad()
 def copying_rates(ov: FactoredMatrix, ks: tuple[int, ...] = (1, 5), chunk_rows: int = 2048,
                   filter_dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, ...]:
     """Fraction of source tokens whose top-K OV outputs include themselves, one rate per K in ks.
@@ -193,6 +200,7 @@ def copying_rates(ov: FactoredMatrix, ks: tuple[int, ...] = (1, 5), chunk_rows: 
     return _per_matrix(ov, one)
 
 
+@torch.no_grad()
 def scan_ov_circuit(ov: FactoredMatrix, k: int = 100, ks: tuple[int, ...] = (1, 5), chunk_rows: int = 2048,
                     filter_dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, ...]:
     """``topk_circuit_entries(ov, k)`` and ``copying_rates(ov, ks)`` in one pass over the chunks.
@@ -209,6 +217,7 @@ def scan_ov_circuit(ov: FactoredMatrix, k: int = 100, ks: tuple[int, ...] = (1, 
     return _per_matrix(ov, one)
 
 
+@torch.no_grad()
 def topk_per_row(fm: FactoredMatrix, k: int, rows: torch.Tensor | None = None, largest: bool = True,
                  chunk_rows: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k entries of each selected row of ``M = A @ B`` (exact fp32, chunked).

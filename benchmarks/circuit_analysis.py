@@ -1,0 +1,73 @@
+"""The one-layer circuit analysis at the paper's size, on a random model: time and peak memory.
+
+A 1-layer attention-only model with GPT-2's vocabulary (d_vocab 50257, d_model 768, 12 heads x 64;
+n_ctx 64 to save memory, irrelevant here). For every head:
+  - eigenvalue summary sum(λ)/sum(|λ|) of its OV circuit W_U W_OV W_E (from the 64 x 64 cyclic product)
+  - top-k entries of its OV circuit (source -> output) and of its QK circuit (destination, source)
+  - the fraction of source tokens whose top-1 / top-5 OV output is themselves
+Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in row chunks, never built.
+
+Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
+circuit, 7.8 TFLOP for 24 circuits; that is the floor this benchmark runs against.
+
+    python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows 2048] [--threads N]
+
+Peak memory is the growth of the process's max RSS over its value after the model was built.
+Last line: seconds=<s> peak_gb=<g>
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from circuits.circuit_tables import scan_ov_circuit, topk_circuit_entries
+from circuits.circuits import eigen_positivity, ov_circuit, qk_circuit
+from circuits.config import ModelConfig
+from circuits.model import AttnOnlyTransformer
+
+
+def max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--chunk-rows", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = ModelConfig(n_layers=1, d_model=768, n_heads=12, d_head=64, n_ctx=64, d_vocab=args.vocab)
+    model = AttnOnlyTransformer(cfg).requires_grad_(False)
+    base = max_rss_gb()
+    print(f"model: {cfg}; threads={torch.get_num_threads()}; rss after build {base:.2f} GB", flush=True)
+
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        ov, qk = ov_circuit(model, 0), qk_circuit(model, 0)
+        positivity = eigen_positivity(ov)  # [heads]
+        t_eig = time.perf_counter() - t0
+        print(f"eigen-positivity of all OV circuits: {t_eig:.2f} s", flush=True)
+        for h in range(cfg.n_heads):
+            th = time.perf_counter()
+            vals, out, src, top1, top5 = scan_ov_circuit(ov[h], k=args.k, chunk_rows=args.chunk_rows)
+            qvals, dst, qsrc = topk_circuit_entries(qk[h], args.k, chunk_rows=args.chunk_rows)
+            print(f"head {h:2d}: eig+ {float(positivity[h]):+.3f}  copy top1 {float(top1):.4f} top5 {float(top5):.4f}"
+                  f"  OV max {float(vals[0]):.3e} at (out {int(out[0])}, src {int(src[0])})"
+                  f"  QK max {float(qvals[0]):.3e} at (dst {int(dst[0])}, src {int(qsrc[0])})"
+                  f"  {time.perf_counter() - th:.2f} s", flush=True)
+        seconds = time.perf_counter() - t0
+    flops = 2 * 2 * cfg.n_heads * cfg.d_vocab ** 2 * cfg.d_head
+    print(f"{flops / 1e12:.2f} TFLOP of circuit entries in {seconds:.1f} s = {flops / seconds / 1e9:.0f} GFLOP/s")
+    print(f"seconds={seconds:.2f} peak_gb={max(0.0, max_rss_gb() - base):.2f}")
+
+
+if __name__ == "__main__":
+    main()
