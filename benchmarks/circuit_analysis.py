@@ -10,7 +10,7 @@ Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in row chunks, never b
 Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
 circuit, 7.8 TFLOP for 24 circuits; that is the floor this benchmark runs against.
 
-    python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows 2048] [--threads N]
+    python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows 128] [--threads N] [--heads N]
 
 Peak memory is the growth of the process's max RSS over its value after the model was built.
 Last line: seconds=<s> peak_gb=<g>
@@ -38,7 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--chunk-rows", type=int, default=2048)
+    ap.add_argument("--chunk-rows", type=int, default=128, help="rows per chunk: 128 x 50257 bf16 stays in L3")
+    ap.add_argument("--heads", type=int, default=0, help="analyse only the first N heads (0: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -55,7 +56,7 @@ def main() -> None:
         positivity = eigen_positivity(ov)  # [heads]
         t_eig = time.perf_counter() - t0
         print(f"eigen-positivity of all OV circuits: {t_eig:.2f} s", flush=True)
-        for h in range(cfg.n_heads):
+        for h in range(args.heads or cfg.n_heads):
             th = time.perf_counter()
             vals, out, src, top1, top5 = scan_ov_circuit(ov[h], k=args.k, chunk_rows=args.chunk_rows)
             qvals, dst, qsrc = topk_circuit_entries(qk[h], args.k, chunk_rows=args.chunk_rows)
@@ -64,7 +65,7 @@ def main() -> None:
                   f"  QK max {float(qvals[0]):.3e} at (dst {int(dst[0])}, src {int(qsrc[0])})"
                   f"  {time.perf_counter() - th:.2f} s", flush=True)
         seconds = time.perf_counter() - t0
-    flops = 2 * 2 * cfg.n_heads * cfg.d_vocab ** 2 * cfg.d_head
+    flops = 2 * 2 * (args.heads or cfg.n_heads) * cfg.d_vocab ** 2 * cfg.d_head
     print(f"{flops / 1e12:.2f} TFLOP of circuit entries in {seconds:.1f} s = {flops / seconds / 1e9:.0f} GFLOP/s")
     print(f"seconds={seconds:.2f} peak_gb={max(0.0, max_rss_gb() - base):.2f}")
 
