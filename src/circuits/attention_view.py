@@ -1,0 +1,253 @@
+"""An offline attention viewer: text as token spans, hover a token to see where it attends.
+
+``attention_html`` returns one self-contained HTML+JS snippet (no external script, no CDN, no
+URL), so it works in a static Jupyter Book page offline and in a notebook. Controls pick the layer
+and head, and switch to value-weighted attention; hovering a (destination) token colours every
+earlier (source) token by the attention it receives; clicking pins the destination.
+
+Compact data: each head's pattern is causal, so only the lower triangle is stored, as integers
+``round(1000 A)`` (3 decimals), row after row; value norms as integers ``round(1000 v / max v)``
+per head. 2 layers x 8 heads x 200 tokens is then about 0.3 M small integers (< 1 MB).
+
+Value-weighted attention (Kobayashi et al. 2020): ``A[t, s] ||v_s|| / sum_s' A[t, s'] ||v_s'||``, with
+``v_s = x_s W_V^h W_O^h`` the vector the head would write if it attended only to s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import itertools
+import json
+import re
+
+import numpy as np
+import torch
+
+from .model import AttnOnlyTransformer
+
+SCALE = 1000  # stored integers are round(SCALE * value): 3 decimals
+_ids = itertools.count()
+
+
+def value_norms(model: AttnOnlyTransformer, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``||x_s W_V^h W_O^h||`` of every source position: [layer, batch, head, src]."""
+    out = []
+    for l, block in enumerate(model.blocks):
+        x = cache[f"blocks.{l}.resid_pre"]
+        v = torch.einsum("bpd,hde->bhpe", x, block.attn.W_V)
+        out.append(torch.einsum("bhpe,hed->bhpd", v, block.attn.W_O).norm(dim=-1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def attention_data(model: AttnOnlyTransformer, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Patterns [layer, head, dst, src] and value norms [layer, head, src] of one sequence ``tokens`` [pos]."""
+    _, cache = model.run_with_cache(torch.as_tensor(tokens)[None])
+    pats = torch.stack([cache[f"blocks.{l}.attn.pattern"][0] for l in range(model.cfg.n_layers)])
+    return pats.numpy(), value_norms(model, cache)[:, 0].numpy()
+
+
+def value_weighted(patterns: np.ndarray, values_norm: np.ndarray) -> np.ndarray:
+    """Value-weighted attention ``A[t, s] ||v_s|| / sum_s' A[t, s'] ||v_s'||`` (rows sum to 1).
+
+    patterns [..., dst, src], values_norm [..., src]; a row whose weights are all zero stays zero.
+    """
+    w = patterns * values_norm[..., None, :]
+    total = w.sum(-1, keepdims=True)
+    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+
+
+def encode_data(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None) -> dict:
+    """The viewer's data: lower triangles and value norms as integers (see the module doc)."""
+    patterns = np.asarray(patterns, dtype=np.float64)
+    n_layers, n_heads, n, n2 = patterns.shape
+    if n != n2 or n != len(tokens_str):
+        raise ValueError(f"patterns {patterns.shape} do not match {len(tokens_str)} tokens")
+    rows, cols = np.tril_indices(n)
+    tri = np.rint(patterns[:, :, rows, cols] * SCALE).astype(np.int64)  # [L, H, n(n+1)/2]
+    data = {"tokens": list(tokens_str), "n_layers": n_layers, "n_heads": n_heads, "scale": SCALE,
+            "patterns": tri.reshape(n_layers * n_heads, -1).tolist(), "values": None}
+    if values_norm is not None:
+        v = np.asarray(values_norm, dtype=np.float64)
+        if v.shape != (n_layers, n_heads, n):
+            raise ValueError(f"values_norm has shape {v.shape}, expected {(n_layers, n_heads, n)}")
+        top = v.max(-1, keepdims=True)
+        rel = np.divide(v, top, out=np.zeros_like(v), where=top > 0)
+        data["values"] = np.rint(rel * SCALE).astype(np.int64).reshape(n_layers * n_heads, n).tolist()
+    return data
+
+
+def decode_data(data: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inverse of ``encode_data`` (up to the rounding): patterns [L, H, n, n], relative value norms [L, H, n]."""
+    L, H, n = data["n_layers"], data["n_heads"], len(data["tokens"])
+    pats = np.zeros((L * H, n, n))
+    rows, cols = np.tril_indices(n)
+    pats[:, rows, cols] = np.asarray(data["patterns"]) / data["scale"]
+    values = None if data["values"] is None else (np.asarray(data["values"]) / data["scale"]).reshape(L, H, n)
+    return pats.reshape(L, H, n, n), values
+
+
+def _json_for_script(data: dict) -> str:
+    """Compact JSON safe inside <script>: no '<', '>' or '&' that could close the tag."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# Pure functions, also run by the tests under node: the row of weights a destination token gives.
+JS_CORE = r"""
+function attnRow(D, l, h, t, weighted) {
+  var k = l * D.n_heads + h, off = t * (t + 1) / 2, row = new Array(t + 1), s;
+  for (s = 0; s <= t; s++) row[s] = D.patterns[k][off + s] / D.scale;
+  if (weighted && D.values) {
+    var total = 0;
+    for (s = 0; s <= t; s++) { row[s] *= D.values[k][s]; total += row[s]; }
+    for (s = 0; s <= t; s++) row[s] = total > 0 ? row[s] / total : 0;
+  }
+  return row;
+}
+"""
+
+_JS_UI = r"""
+(function () {
+  var root = document.getElementById("%(id)s");
+  var D = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+  var layer = root.querySelector(".av-layer"), head = root.querySelector(".av-head");
+  var vw = root.querySelector(".av-vw"), rel = root.querySelector(".av-rel");
+  var info = root.querySelector(".av-info"), text = root.querySelector(".av-text");
+  var spans = [], pinned = null, shown = null, i;
+  function opt(sel, n) { for (var j = 0; j < n; j++) { var o = document.createElement("option");
+    o.value = j; o.textContent = j; sel.appendChild(o); } }
+  opt(layer, D.n_layers); opt(head, D.n_heads);
+  if (!D.values) { vw.disabled = true; vw.parentNode.style.opacity = 0.4; }
+  D.tokens.forEach(function (tok, t) {
+    var sp = document.createElement("span");
+    sp.className = "av-tok"; sp.textContent = tok.replace(/\n/g, "\u21b5");
+    sp.addEventListener("mouseenter", function () { if (pinned === null) show(t); });
+    sp.addEventListener("click", function () { pinned = (pinned === t) ? null : t; show(t); });
+    text.appendChild(sp); spans.push(sp);
+    if (tok.indexOf("\n") >= 0) text.appendChild(document.createElement("br"));
+  });
+  text.addEventListener("mouseleave", function () { if (pinned === null) show(null); });
+  function show(t) {
+    shown = t;
+    var l = +layer.value, h = +head.value;
+    var row = t === null ? [] : attnRow(D, l, h, t, vw.checked), top = 0, s;
+    for (s = 0; s < row.length; s++) top = Math.max(top, row[s]);
+    var norm = rel.checked && top > 0 ? top : 1;
+    spans.forEach(function (sp, s) {
+      var w = s < row.length ? row[s] : 0;
+      sp.style.background = w > 0 ? "rgba(214, 39, 40, " + Math.min(1, w / norm).toFixed(3) + ")" : "";
+      sp.style.outline = s === t ? "2px solid #1f77b4" : "";
+      sp.style.opacity = t !== null && s > t ? 0.45 : 1;
+      sp.title = t === null ? "" : (s <= t ? "attention " + t + " \u2192 " + s + ": " + w.toFixed(3) : "");
+    });
+    info.textContent = t === null ? "hover a token (click to pin)" :
+      "layer " + l + ", head " + h + ": token " + t + (pinned === t ? " (pinned)" : "") +
+      ", largest weight " + top.toFixed(3) + " on token " + row.indexOf(top);
+  }
+  [layer, head, vw, rel].forEach(function (c) { c.addEventListener("change", function () { show(shown); }); });
+  show(null);
+})();
+"""
+
+_TEMPLATE = """<div id="%(id)s" class="circuits-attention-view">
+<style>
+#%(id)s {font-family: sans-serif; font-size: 14px; line-height: 1.9; margin: 0.5em 0;}
+#%(id)s .av-controls {margin-bottom: 0.4em;} #%(id)s .av-controls label {margin-right: 1em;}
+#%(id)s .av-info {color: #555; font-size: 12px;}
+#%(id)s .av-text {font-family: monospace; max-height: 32em; overflow-y: auto; border: 1px solid #ddd; padding: 0.4em;}
+#%(id)s .av-tok {white-space: pre-wrap; cursor: pointer; border-radius: 2px;}
+</style>
+<div class="av-controls"><label>layer <select class="av-layer"></select></label>
+<label>head <select class="av-head"></select></label>
+<label><input type="checkbox" class="av-vw"> value-weighted</label>
+<label><input type="checkbox" class="av-rel" checked> scale colours to the row maximum</label>
+<span class="av-info"></span></div>
+<div class="av-text"></div>
+<script type="application/json">%(data)s</script>
+<script>%(core)s%(ui)s</script>
+<noscript>%(plain)s</noscript>
+</div>"""
+
+
+def attention_html(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None) -> str:
+    """A self-contained HTML+JS attention viewer (see the module doc).
+
+    tokens_str: the text as one string per token [pos]; patterns [layer, head, dst, src] (causal,
+    rows summing to 1); values_norm [layer, head, src] (``value_norms``) enables value weighting.
+    """
+    data = _json_for_script(encode_data(tokens_str, patterns, values_norm))
+    digest = hashlib.sha256(data.encode("utf-8")).hexdigest()[:10]
+    view_id = f"circuits-attn-{digest}-{next(_ids)}"  # deterministic for a given page build
+    plain = html.escape("".join(tokens_str))
+    return _TEMPLATE % {"id": view_id, "data": data, "core": JS_CORE, "ui": _JS_UI % {"id": view_id},
+                        "plain": plain}
+
+
+def display_attention(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None):
+    """``attention_html`` wrapped as an ``IPython.display.HTML`` for a notebook cell."""
+    from IPython.display import HTML
+
+    return HTML(attention_html(tokens_str, patterns, values_norm))
+
+
+def extract_data(snippet: str) -> dict:
+    """The JSON data embedded in an ``attention_html`` snippet (for tests and inspection)."""
+    match = re.search(r'<script type="application/json">(.*?)</script>', snippet, re.S)
+    if match is None:
+        raise ValueError("no attention data in this snippet")
+    return json.loads(match.group(1))
+
+
+# ---- a real passage to look at ----------------------------------------------------------------
+def most_repeated_name(text: str, min_len: int = 4) -> tuple[str | None, int]:
+    """The capitalised word (>= ``min_len`` letters) that recurs most in ``text`` and never appears in
+    lower case there (so names, not sentence-initial words), with its count; ``(None, 0)`` if none."""
+    lower = set(re.findall(r"\b[a-z]+\b", text))
+    counts: dict[str, int] = {}
+    for word in re.findall(r"\b[A-Z][a-z]{%d,}\b" % (min_len - 1), text):
+        if word.lower() not in lower:
+            counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return None, 0
+    name = max(counts, key=lambda w: (counts[w], -text.index(w)))  # ties: the earliest
+    return name, counts[name]
+
+
+def find_repeated_passage(docs, tokenizer, n_tokens: int = 200, source: str | None = None) -> dict | None:
+    """The window of ``n_tokens`` tokens (stride n_tokens // 4, starting at a sentence where possible)
+    in which one name recurs most often.
+
+    docs: rows with ``text``, ``source``, ``doc_id`` (e.g. a corpus split); tokenizer: a Hugging Face
+    tokenizer. Returns ``doc_id``, ``source``, ``start`` (token offset), ``token_ids``, ``tokens_str``
+    (one string per token), ``text``, ``name``, ``count``; None when no window has a name.
+    """
+    best = None
+    for doc in docs:
+        if source is not None and doc["source"] != source:
+            continue
+        ids = tokenizer.encode(doc["text"], add_special_tokens=False)
+        ends = [tokenizer.decode([i]).rstrip(" \"'").endswith((".", "!", "?", "\n")) for i in ids]
+        starts = {next((j for j in range(s, min(s + n_tokens // 4, len(ids))) if j == 0 or ends[j - 1]), s)
+                  for s in range(0, max(1, len(ids) - n_tokens + 1), max(1, n_tokens // 4))}
+        for start in sorted(starts):  # each snapped forward to a sentence start when one is near
+            window = ids[start:start + n_tokens]
+            name, count = most_repeated_name(tokenizer.decode(window))
+            if count and (best is None or count > best["count"]):
+                best = {"doc_id": doc["doc_id"], "source": doc["source"], "start": start,
+                        "token_ids": window, "name": name, "count": count}
+    if best is not None:
+        best["tokens_str"] = [tokenizer.decode([i]) for i in best["token_ids"]]
+        best["text"] = "".join(best["tokens_str"])
+    return best
+
+
+def repeated_passage(n_tokens: int = 200, source: str | None = "janeaustenr", corpus: str = "embedded",
+                     tokenizer: str = "bpe8k") -> dict | None:
+    """``find_repeated_passage`` over the validation split of ``corpus`` (held-out text), e.g. a Jane
+    Austen chapter where a character's name recurs. ``n_tokens`` must not exceed the model's n_ctx."""
+    from .corpus import load_corpus
+    from .tokenizer import load_tokenizer
+
+    return find_repeated_passage(load_corpus(corpus)["validation"], load_tokenizer(tokenizer), n_tokens, source)
