@@ -55,7 +55,7 @@ def main() -> None:
         ov, qk = ov_circuit(model, 0), qk_circuit(model, 0)
         positivity = eigen_positivity(ov)  # [heads]
         t_eig = time.perf_counter() - t0
-        print(f"eigen-positivity of all OV circuits: {t_eig:.2f} s", flush=True)
+        print(f"factors of all OV and QK circuits, eigen-positivity of the OV circuits: {t_eig:.2f} s", flush=True)
         for h in range(args.heads or cfg.n_heads):
             th = time.perf_counter()
             vals, out, src, top1, top5 = scan_ov_circuit(ov[h], k=args.k, chunk_rows=args.chunk_rows)

@@ -107,11 +107,12 @@ class FactoredMatrix:
         """Eigenvalues of the square ``A B`` [..., k] (complex128), from the k x k product ``B A``.
 
         ``AB`` and ``BA`` share their nonzero eigenvalues (with multiplicity); ``AB`` has
-        m - k further zeros, which are not returned. Computed in float64.
+        m - k further zeros, which are not returned. ``BA`` is formed in the factors' dtype (no
+        float64 copy of a d_vocab-long factor), its eigenvalues in float64.
         """
         if self.shape[-1] != self.shape[-2]:
             raise ValueError(f"eigenvalues need a square matrix, got shape {tuple(self.shape)}")
-        return torch.linalg.eigvals(self.B.double() @ self.A.double())
+        return torch.linalg.eigvals((self.B @ self.A).double())
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Thin SVD ``A B = U diag(S) Vh``: U [..., m, r], S [..., r] (descending), Vh [..., r, n],
