@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from circuits.batches import iter_eval_batches
 from circuits.checkpoint import save_model
 from circuits.circuits import bilinear_scores
 from circuits.composition import composition_baseline, composition_scores, k_composition_circuit
@@ -188,7 +189,7 @@ def test_phase_change_scores_read_snapshots(tiny_cfg, tmp_path):
         save_model(model, tmp_path / "snapshots" / f"step_{step:06d}.safetensors", torch.bfloat16,
                    extra={"step": str(step), "tokens": str(step * 8 * tiny_cfg.n_ctx)})
         models.append(model)
-    rows = phase_change_scores(snapshot_paths(tmp_path), val, repeated, n_windows=3)
+    rows = phase_change_scores(snapshot_paths(tmp_path), val, repeated, n_windows=6, batch_size=3)
     assert [r["step"] for r in rows] == [5, 50] and rows[1]["tokens"] == 50 * 8 * 24
     assert checkpoint_progress(snapshot_paths(tmp_path)[0]) == (5, 5 * 8 * 24)
     bf16 = make_model(tiny_cfg, seed=50)
@@ -197,6 +198,10 @@ def test_phase_change_scores_read_snapshots(tiny_cfg, tmp_path):
     assert np.array(rows[1]["prefix_matching"]) == pytest.approx(prefix_matching_scores(bf16, repeated).numpy(), abs=1e-6)
     assert rows[1]["prev_token_best_l0"] == pytest.approx(max(rows[1]["prev_token"][0]))
     assert np.isfinite(rows[0]["icl_score"]) and rows[0]["val_loss"] > 0
+    windows = torch.cat(list(iter_eval_batches(val, 3, tiny_cfg.n_ctx, 2)))
+    assert rows[1]["val_loss"] == pytest.approx(float(per_token_loss(bf16, windows).mean()), abs=1e-5)
+    assert np.array(rows[1]["prev_token"]) == pytest.approx(previous_token_scores(bf16, windows[:3, :-1]).numpy(),
+                                                            abs=1e-6)
 
 
 # ---- virtual heads ----------------------------------------------------------------------------

@@ -199,21 +199,24 @@ def checkpoint_progress(path: str | Path) -> tuple[int, int]:
 
 @torch.no_grad()
 def phase_change_scores(paths, validation_tokens: np.ndarray, repeated: torch.Tensor,
-                        n_windows: int = 8) -> list[dict]:
+                        n_windows: int = 64, batch_size: int = 8) -> list[dict]:
     """Olsson et al.'s scores at each snapshot in ``paths`` (e.g. ``circuits.runs.snapshot_paths``).
 
-    Per snapshot: ``step``, ``tokens``; ``prev_token`` and ``prefix_matching`` [n_layers][n_heads]
-    (on ``n_windows`` validation windows and on ``repeated``); their best heads ``prev_token_best_l0``,
-    ``prefix_matching_best_last``; ``icl_score`` (loss late minus loss early in the context) and
-    ``val_loss`` on the same windows.
+    Per snapshot: ``step``, ``tokens``; ``icl_score`` (loss late minus loss early in the context: one
+    position each, so it needs many windows) and ``val_loss`` on ``n_windows`` validation windows
+    (run ``batch_size`` at a time); ``prev_token`` (on the first batch of windows) and
+    ``prefix_matching`` (on ``repeated``) [n_layers][n_heads], and their best heads
+    ``prev_token_best_l0``, ``prefix_matching_best_last``.
     """
-    rows, windows = [], None
+    rows, batches = [], None
     for path in paths:
         model = load_model(path).eval()
-        if windows is None:
-            windows = next(iter(iter_eval_batches(validation_tokens, n_windows, model.cfg.n_ctx, 1)))
+        if batches is None:
+            batches = list(iter_eval_batches(validation_tokens, batch_size, model.cfg.n_ctx,
+                                             max(1, n_windows // batch_size)))
         step, tokens = checkpoint_progress(path)
-        losses = per_token_loss(model, windows)
+        losses = torch.cat([per_token_loss(model, b) for b in batches])
+        windows = batches[0]
         row = {"path": str(path), "step": step, "tokens": tokens, "val_loss": float(losses.mean()),
                "icl_score": in_context_learning_score(losses)}
         if model.cfg.n_layers:
