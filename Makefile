@@ -13,6 +13,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+DEV_STAMP := $(VENV)/.requirements-dev-installed
 TEST_PRESET ?= smoke
 
 .PHONY: venv book test clean
@@ -24,6 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m pip install -r requirements.txt
 	touch $@
 
+# the tests also cross-check against TransformerLens 3.x, which the book itself does not need
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PYTHON) -m pip install -r requirements-dev.txt
+	touch $@
+
 # plotly.js comes from the installed plotly package, so the page script always matches the
 # version that drew the figures; _static/plotly.min.js is not committed. _build/html is removed
 # first so that the site holds exactly the pages of the toc (Sphinx never deletes stale pages).
@@ -33,7 +39,7 @@ book: venv
 	cp "$$($(PYTHON) -c 'import pathlib, plotly; print(pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js")')" _static/plotly.min.js
 	PATH="$(abspath $(VENV))/bin:$$PATH" jupyter-book build . --all -W --keep-going
 
-test: venv
+test: $(DEV_STAMP)
 	CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
 
 # the same as `jupyter-book clean --all .` (html, executed notebooks, cache), without needing the venv

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .circuits import direct_path
 from .model import AttnOnlyTransformer
 
 
@@ -18,7 +19,7 @@ def model_bigram_logprobs(model: AttnOnlyTransformer, sources: np.ndarray) -> to
     """log P_model(next | current) = log_softmax(W_E[current] @ W_U) for each current token in
     ``sources`` (direct path only: for a zero-layer model this is the whole model), [n, d_vocab]."""
     with torch.no_grad():
-        logits = model.embed.W_E[torch.as_tensor(sources, dtype=torch.long)] @ model.unembed.W_U
+        logits = direct_path(model).T.rows(torch.as_tensor(sources, dtype=torch.long))  # [n, out]
     return logits.log_softmax(-1)
 
 
