@@ -15,6 +15,8 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 DEV_STAMP := $(VENV)/.requirements-dev-installed
 TEST_PRESET ?= smoke
+# nothing may reach a model or data hub unless a preset asks for it explicitly (paper: OpenWebText)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 .PHONY: venv book test clean
 
@@ -40,7 +42,7 @@ book: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" jupyter-book build . --all -W --keep-going
 
 test: $(DEV_STAMP)
-	CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
+	$(OFFLINE) CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
 
 # the same as `jupyter-book clean --all .` (html, executed notebooks, cache), without needing the venv
 clean:

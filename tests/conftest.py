@@ -1,5 +1,11 @@
 """Shared fixtures: tiny configs and synthetic token streams with learnable structure."""
 
+import os
+
+# Hub clients stay offline for the whole suite, notebook kernels included (they inherit the environment)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 import numpy as np
 import pytest
 import torch
