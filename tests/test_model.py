@@ -98,3 +98,13 @@ def test_unknown_preset_is_named(monkeypatch):
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="n_layers must be >= 0"):
         ModelConfig(n_layers=-1, d_model=8, n_heads=1, d_head=8, n_ctx=4, d_vocab=5)
+
+
+def test_icl_score_compares_late_and_early_bands():
+    from circuits.induction import icl_positions, in_context_learning_score
+
+    assert icl_positions(2048) == (50, 500) and icl_positions(257) == (25, 256)
+    loss = torch.ones(4, 256)
+    loss[:, 200:] = 0.5  # better predictions late in the context
+    assert in_context_learning_score(loss) == pytest.approx(-0.5)
+    assert in_context_learning_score(torch.ones(4, 256)) == 0.0

@@ -85,15 +85,22 @@ def icl_positions(n_ctx: int) -> tuple[int, int]:
     return max(1, late // 10), late
 
 
+ICL_BAND = 5  # positions either side of each ICL position that are averaged (single positions are noisy)
+
+
 @torch.no_grad()
 def in_context_learning_score(per_token_loss: torch.Tensor) -> float:
-    """Loss at the late position minus loss at the early one (negative = learns in context).
+    """Mean loss around the late position minus mean loss around the early one (negative = the
+    model predicts better with more context). Olsson et al. use tokens 500 and 50 of 8192-token
+    contexts; we scale to the context (``icl_positions``) and average a band of +-ICL_BAND positions.
 
     per_token_loss [batch, pos] from ``loss_fn(..., per_token=True)`` on natural text.
     """
-    early, late = icl_positions(per_token_loss.shape[1] + 1)
-    late = min(late, per_token_loss.shape[1] - 1)
-    return float(per_token_loss[:, late].mean() - per_token_loss[:, early].mean())
+    n = per_token_loss.shape[1]
+    early, late = icl_positions(n + 1)
+    late = min(late, n - 1 - ICL_BAND)
+    band = lambda c: per_token_loss[:, max(0, c - ICL_BAND): c + ICL_BAND + 1].mean()
+    return float(band(late) - band(early))
 
 
 @torch.no_grad()
