@@ -199,7 +199,7 @@ def checkpoint_progress(path: str | Path) -> tuple[int, int]:
 
 @torch.no_grad()
 def phase_change_scores(paths, validation_tokens: np.ndarray, repeated: torch.Tensor,
-                        n_windows: int = 64, batch_size: int = 8) -> list[dict]:
+                        n_windows: int = 256, batch_size: int = 8) -> list[dict]:
     """Olsson et al.'s scores at each snapshot in ``paths`` (e.g. ``circuits.runs.snapshot_paths``).
 
     Per snapshot: ``step``, ``tokens``; ``icl_score`` (loss late minus loss early in the context: one
