@@ -73,3 +73,83 @@ def scatter(x: Sequence[float], y: Sequence[float], hover: Sequence[str], title:
         fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="grey", dash="dot"), showlegend=False)
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, showlegend=False, **LAYOUT)
     return fig
+
+
+def _unique_labels(labels: Sequence[str]) -> list[str]:
+    """Labels made unique (a categorical axis merges equal strings): repeats get " #2", " #3", ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
+def heatmap_selector(mats: Sequence, row_labels: Sequence[str], col_labels: Sequence[str], names: Sequence[str],
+                     title: str, xlabel: str, ylabel: str, colorbar: str = "", height: int = 720,
+                     symmetric: bool = True) -> go.Figure:
+    """One heatmap per matrix (``mats`` [n, rows, cols], e.g. one per head) and a dropdown to switch.
+
+    With ``symmetric`` each matrix has its own colour range centred on 0 (red positive, blue
+    negative); otherwise white (0) to red (its maximum). Rows run top to bottom in the order given.
+    Values are rounded to 4 significant digits to keep pages small.
+    """
+    fig = go.Figure()
+    rows, cols = _unique_labels(row_labels), _unique_labels(col_labels)
+    for i, (mat, name) in enumerate(zip(mats, names)):
+        z = [[float(f"{float(v):.4g}") for v in r] for r in mat]
+        top = max((abs(v) for r in z for v in r), default=1.0) or 1.0
+        colours = dict(zmin=-top, zmax=top, colorscale="RdBu", reversescale=True) if symmetric else \
+            dict(zmin=0, zmax=top, colorscale="Reds")
+        fig.add_heatmap(z=z, x=cols, y=rows, colorbar=dict(title=colorbar), visible=i == 0, name=name,
+                        hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z:.3g}}<extra></extra>",
+                        **colours)
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": [j == i for j in range(len(names))]}, {"title.text": f"{title}: {name}"}])
+               for i, name in enumerate(names)]
+    fig.update_layout(title=f"{title}: {names[0]}", xaxis_title=xlabel, yaxis_title=ylabel,
+                      updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.12,
+                                        yanchor="top", showactive=True)],
+                      **{**LAYOUT, "height": height, "margin": dict(l=120, r=20, t=80, b=120)})
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
+    fig.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=9))
+    return fig
+
+
+def eigenvalue_planes(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]], hovers: Sequence[Sequence[str]],
+                      names: Sequence[str], title: str, reference: float | None = None, cols: int = 4) -> go.Figure:
+    """Eigenvalues on the complex plane, one small panel per head (points given as x, y coordinates,
+    e.g. the log-scaled radius at the eigenvalue's angle). ``reference`` draws a dotted circle of that
+    radius; the dotted axes cross at 0. Points right of the vertical axis have a positive real part."""
+    n = len(names)
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names), horizontal_spacing=0.04,
+                        vertical_spacing=0.12)
+    lim = max((abs(float(v)) for seq in (*xs, *ys) for v in seq), default=1.0) * 1.1 or 1.0
+    for i, (x, y, hover) in enumerate(zip(xs, ys, hovers)):
+        r, c = i // cols + 1, i % cols + 1
+        colour = ["#d62728" if float(v) > 0 else "#1f77b4" for v in x]
+        fig.add_scatter(x=list(x), y=list(y), mode="markers", hovertext=list(hover), hoverinfo="text",
+                        marker=dict(size=6, color=colour, opacity=0.8), showlegend=False, row=r, col=c)
+        if reference:
+            fig.add_shape(type="circle", x0=-reference, y0=-reference, x1=reference, y1=reference,
+                          line=dict(color="grey", dash="dot", width=1), row=r, col=c)
+        fig.add_hline(y=0, line=dict(color="lightgrey", width=1), row=r, col=c)
+        fig.add_vline(x=0, line=dict(color="lightgrey", width=1), row=r, col=c)
+        fig.update_xaxes(range=[-lim, lim], showticklabels=False, row=r, col=c)
+        fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 260 * rows + 80})
+    return fig
+
+
+def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]], title: str, ylabel: str,
+                 thresholds: Mapping[str, float] | None = None) -> go.Figure:
+    """Side-by-side bars: one group per category (e.g. head), one bar per series; optional dotted
+    horizontal lines labelled by ``thresholds``."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_bar(x=list(categories), y=[float(v) for v in values], name=name)
+    for label, y in (thresholds or {}).items():
+        fig.add_hline(y=y, line_dash="dot", line_color="grey", annotation_text=label, annotation_position="top left")
+    fig.update_layout(title=title, yaxis_title=ylabel, barmode="group", **LAYOUT)
+    return fig
