@@ -138,7 +138,8 @@ def eigenvalue_planes(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float
         fig.add_vline(x=0, line=dict(color="lightgrey", width=1), row=r, col=c)
         fig.update_xaxes(range=[-lim, lim], showticklabels=False, row=r, col=c)
         fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
-    fig.update_layout(title=title, **{**LAYOUT, "height": 260 * rows + 80})
+    fig.update_layout(title=title, **{**LAYOUT, "height": 260 * rows + 100,
+                                      "margin": dict(l=30, r=30, t=100, b=30)})
     return fig
 
 
