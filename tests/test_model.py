@@ -108,3 +108,11 @@ def test_icl_score_compares_late_and_early_bands():
     loss[:, 200:] = 0.5  # better predictions late in the context
     assert in_context_learning_score(loss) == pytest.approx(-0.5)
     assert in_context_learning_score(torch.ones(4, 256)) == 0.0
+
+
+def test_embedding_init_scale_is_configurable(tiny_cfg):
+    import dataclasses
+
+    model = AttnOnlyTransformer(dataclasses.replace(tiny_cfg, embed_init_std=1.0))
+    assert 0.9 < model.embed.W_E.std().item() < 1.1 and 0.8 < model.pos_embed.W_pos.std().item() < 1.2
+    assert model.blocks[0].attn.W_Q.std().item() < 0.03

@@ -32,6 +32,9 @@ class ModelConfig:
     n_ctx: int  # longest sequence; rows of W_pos
     d_vocab: int  # tokenizer size; rows of W_E, columns of W_U
     init_std: float = 0.02  # std of the normal init of every weight (GPT-2's)
+    # std of W_E and W_pos (None: init_std). Larger token/position vectors give attention scores
+    # a signal from step 0, so positional (previous-token) heads can start forming at once.
+    embed_init_std: float | None = None
 
     def __post_init__(self):
         for name in ("d_model", "n_heads", "d_head", "n_ctx", "d_vocab"):

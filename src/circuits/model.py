@@ -114,11 +114,14 @@ class AttnOnlyTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Normal(0, init_std) for every weight, W_O scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        """Normal(0, init_std) for every weight, W_O scaled by 1/sqrt(2 n_layers) (GPT-2);
+        W_E and W_pos use ``embed_init_std`` when it is set."""
         for name, p in self.named_parameters():
             std = self.cfg.init_std
             if name.endswith("W_O"):
                 std /= math.sqrt(2 * self.cfg.n_layers)
+            if name.endswith(("W_E", "W_pos")) and self.cfg.embed_init_std is not None:
+                std = self.cfg.embed_init_std
             with torch.no_grad():
                 p.normal_(0.0, std, generator=generator)
 
