@@ -154,3 +154,68 @@ def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]
         fig.add_hline(y=y, line_dash="dot", line_color="grey", annotation_text=label, annotation_position="top left")
     fig.update_layout(title=title, yaxis_title=ylabel, barmode="group", **LAYOUT)
     return fig
+
+
+def shared_heatmaps(mats: Sequence, names: Sequence[str], row_labels: Sequence[str], col_labels: Sequence[str],
+                    title: str, xlabel: str, ylabel: str, colorbar: str = "", decimals: int = 3) -> go.Figure:
+    """Heatmaps side by side on ONE colour scale centred on 0, each cell labelled with its value
+    (e.g. Q-, K- and V-composition minus the random baseline, [h1, h2] each): red above 0, blue below.
+    Rows run top to bottom in the order given."""
+    n = len(names)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.03)
+    top = max((abs(float(v)) for m in mats for r in m for v in r), default=1.0) or 1.0
+    for i, mat in enumerate(mats, 1):
+        z = [[round(float(v), decimals) for v in r] for r in mat]
+        fig.add_heatmap(z=z, x=list(col_labels), y=list(row_labels), zmin=-top, zmax=top, colorscale="RdBu",
+                        reversescale=True, showscale=i == n, colorbar=dict(title=colorbar),
+                        text=[[f"{v:.{decimals - 1}f}" for v in r] for r in z], texttemplate="%{text}",
+                        textfont=dict(size=9), name=names[i - 1],
+                        hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z}}<extra>{names[i - 1]}</extra>",
+                        row=1, col=i)
+        fig.update_xaxes(type="category", title_text=xlabel, row=1, col=i)
+    fig.update_yaxes(type="category", autorange="reversed", title_text=ylabel, row=1, col=1)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 460, "margin": dict(l=70, r=20, t=90, b=60)})
+    return fig
+
+
+def labelled_scatter(x: Sequence[float], y: Sequence[float], labels: Sequence[str], groups: Sequence[str],
+                     title: str, xlabel: str, ylabel: str, region: tuple[float, float, float, float] | None = None,
+                     region_label: str = "", hover: Sequence[str] | None = None) -> go.Figure:
+    """A few labelled points (e.g. one per head), one colour per group (e.g. per layer).
+
+    ``region`` = (x0, x1, y0, y1) shades a rectangle, e.g. the (+, +) corner where induction heads
+    sit, annotated with ``region_label``. Dotted lines mark x = 0 and y = 0 when they are in range.
+    """
+    fig = go.Figure()
+    hover = list(hover) if hover is not None else list(labels)
+    for group in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        fig.add_scatter(x=[float(x[i]) for i in idx], y=[float(y[i]) for i in idx], mode="markers+text",
+                        text=[labels[i] for i in idx], textposition="top center", textfont=dict(size=10),
+                        hovertext=[hover[i] for i in idx], hoverinfo="text", name=group,
+                        marker=dict(size=9, opacity=0.85))
+    if region is not None:
+        x0, x1, y0, y1 = region
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, fillcolor="rgba(44, 160, 44, 0.12)",
+                      line=dict(color="rgba(44, 160, 44, 0.6)", dash="dot"), layer="below")
+        if region_label:
+            fig.add_annotation(x=x1, y=y1, text=region_label, showarrow=False, xanchor="right", yanchor="top",
+                               font=dict(color="rgb(44, 120, 44)"))
+    if min(map(float, x)) < 0 < max(map(float, x)) or region is not None:
+        fig.add_vline(x=0, line=dict(color="lightgrey", dash="dot", width=1))
+    if min(map(float, y)) < 0 < max(map(float, y)) or region is not None:
+        fig.add_hline(y=0, line=dict(color="lightgrey", dash="dot", width=1))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **LAYOUT)
+    return fig
+
+
+def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
+               log_x: bool = False) -> go.Figure:
+    """One line per series over a shared x (e.g. loss by position in the context, one line per model)."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_scatter(x=[float(v) for v in x], y=[float(v) for v in values], mode="lines+markers", name=name)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **LAYOUT)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
