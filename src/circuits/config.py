@@ -111,7 +111,7 @@ PRESETS: dict[str, Preset] = {
         d_model=256, n_heads=8, d_head=32, n_ctx=256, d_vocab=8192,
         train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,
                           eval_every=100, eval_batches=4, checkpoint_every=200, n_snapshots=10),
-        total_tokens={0: 4_000_000, 1: 16_000_000, 2: 24_000_000},
+        total_tokens={0: 4_000_000, 1: 8_000_000, 2: 24_000_000},
     ),
     "paper": Preset(
         name="paper",
