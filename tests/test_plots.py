@@ -17,6 +17,14 @@ def test_shared_heatmaps_use_one_symmetric_scale():
     assert [a.text for a in fig.layout.annotations] == ["Q", "K"]
 
 
+def test_shared_heatmaps_annotate_only_while_cells_are_wide():
+    z = np.zeros((8, 8))
+    wide = shared_heatmaps([z, z, z], ["Q", "K", "V"], list("abcdefgh"), list("abcdefgh"), "t", "x", "y")
+    assert all(t.text is None for t in wide.data)
+    forced = shared_heatmaps([z], ["Q"], list("abcdefgh"), list("abcdefgh"), "t", "x", "y", annotate=True)
+    assert forced.data[0].text is not None
+
+
 def test_labelled_scatter_groups_points_and_shades_the_region():
     fig = labelled_scatter([0.5, -0.2, 0.9], [0.3, 0.1, -0.4], ["1.0", "1.1", "0.3"], ["layer 1", "layer 1", "layer 0"],
                            "t", "x", "y", region=(0, 1, 0, 1), region_label="(+, +)")

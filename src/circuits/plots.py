@@ -157,19 +157,23 @@ def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]
 
 
 def shared_heatmaps(mats: Sequence, names: Sequence[str], row_labels: Sequence[str], col_labels: Sequence[str],
-                    title: str, xlabel: str, ylabel: str, colorbar: str = "", decimals: int = 3) -> go.Figure:
-    """Heatmaps side by side on ONE colour scale centred on 0, each cell labelled with its value
-    (e.g. Q-, K- and V-composition minus the random baseline, [h1, h2] each): red above 0, blue below.
-    Rows run top to bottom in the order given."""
+                    title: str, xlabel: str, ylabel: str, colorbar: str = "", decimals: int = 3,
+                    annotate: bool | None = None) -> go.Figure:
+    """Heatmaps side by side on ONE colour scale centred on 0 (e.g. Q-, K- and V-composition minus the
+    random baseline, [h1, h2] each): red above 0, blue below. Rows run top to bottom in the order given.
+    ``annotate`` writes each value in its cell; by default only while the cells are wide enough
+    (at most 18 columns in all), otherwise values show on hover only."""
     n = len(names)
     fig = make_subplots(rows=1, cols=n, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.03)
     top = max((abs(float(v)) for m in mats for r in m for v in r), default=1.0) or 1.0
+    if annotate is None:
+        annotate = n * len(col_labels) <= 18
     for i, mat in enumerate(mats, 1):
         z = [[round(float(v), decimals) for v in r] for r in mat]
         fig.add_heatmap(z=z, x=list(col_labels), y=list(row_labels), zmin=-top, zmax=top, colorscale="RdBu",
                         reversescale=True, showscale=i == n, colorbar=dict(title=colorbar),
-                        text=[[f"{v:.{decimals - 1}f}" for v in r] for r in z], texttemplate="%{text}",
-                        textfont=dict(size=9), name=names[i - 1],
+                        text=[[f"{v:.{decimals - 1}f}" for v in r] for r in z] if annotate else None,
+                        texttemplate="%{text}" if annotate else None, textfont=dict(size=9), name=names[i - 1],
                         hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z}}<extra>{names[i - 1]}</extra>",
                         row=1, col=i)
         fig.update_xaxes(type="category", title_text=xlabel, row=1, col=i)
