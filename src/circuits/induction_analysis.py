@@ -135,23 +135,14 @@ def ablated_run_with_cache(model: AttnOnlyTransformer, tokens: torch.Tensor, abl
     tokens, ablate = model.check_tokens(tokens), _check_heads(model, ablate)
     if mode == "mean" and ablate:
         _, ref = model.run_with_cache(tokens if mean_tokens is None else mean_tokens)
-    x = model.embed.W_E[tokens]
-    pos = model.pos_embed.W_pos[: tokens.shape[1]]
-    cache: dict[str, torch.Tensor] = {"pos": pos}
-    for layer, block in enumerate(model.blocks):
-        cache[f"blocks.{layer}.resid_pre"] = x
-        scores = block.attn.scores(x, pos)
-        pattern = scores.softmax(dim=-1)
-        out = block.attn.head_outputs(x, pattern)
+
+    def edit(layer: int, out: torch.Tensor) -> torch.Tensor:
         for l, h in ablate:
             if l == layer:
                 out[:, :, h] = 0 if mode == "zero" else ref[f"blocks.{l}.attn.head_out"][:, :, h].mean(dim=(0, 1))
-        cache[f"blocks.{layer}.attn.scores"] = scores
-        cache[f"blocks.{layer}.attn.pattern"] = pattern
-        cache[f"blocks.{layer}.attn.head_out"] = out
-        x = x + out.sum(dim=2)
-    cache["resid_final"] = x
-    return x @ model.unembed.W_U, cache
+        return out
+
+    return model.run_with_cache(tokens, edit_head_out=edit)
 
 
 def run_with_ablation(model: AttnOnlyTransformer, tokens: torch.Tensor, ablate=(), mode: str = "zero",

@@ -155,13 +155,15 @@ class AttnOnlyTransformer(nn.Module):
             x = block(x, pos)
         return x @ self.unembed.W_U
 
-    def run_with_cache(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def run_with_cache(self, tokens: torch.Tensor, edit_head_out=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and a cache through the explicit path (for analysis, not training).
 
         Cache keys (TransformerLens's hook names, shortened):
         ``blocks.{l}.resid_pre`` [batch, pos, d_model], ``blocks.{l}.attn.scores`` and
         ``blocks.{l}.attn.pattern`` [batch, head, dst, src], ``blocks.{l}.attn.head_out``
         [batch, pos, head, d_model], ``resid_final`` [batch, pos, d_model], ``pos`` [pos, d_model].
+        ``edit_head_out(layer, out) -> out`` may replace a layer's head outputs before they are
+        added to the residual stream (ablations); the cache keeps what the heads actually wrote.
         """
         tokens = self.check_tokens(tokens)
         x = self.embed.W_E[tokens]
@@ -173,6 +175,8 @@ class AttnOnlyTransformer(nn.Module):
             scores = attn.scores(x, pos)
             pattern = scores.softmax(dim=-1)
             out = attn.head_outputs(x, pattern)
+            if edit_head_out is not None:
+                out = edit_head_out(layer, out)
             cache[f"blocks.{layer}.attn.scores"] = scores
             cache[f"blocks.{layer}.attn.pattern"] = pattern
             cache[f"blocks.{layer}.attn.head_out"] = out
