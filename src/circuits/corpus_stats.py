@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: training imports this module and need not load datasets
+    import datasets
 
 CODE_SOURCES = frozenset({"cpython-stdlib"})  # sources that are program text, not prose
 

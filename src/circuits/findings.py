@@ -118,7 +118,7 @@ def compute_findings(preset: Preset) -> list[dict]:
     val = np.asarray(tokens["validation"])
     text = next(iter(iter_eval_batches(val, 8, preset.n_ctx, 1)))[:, :-1]
     counts = token_counts(tokens["train"], preset.d_vocab)
-    repeated = repeated_random_tokens(counts, seq_len=min(25, (preset.n_ctx - 1) // 4))
+    repeated = repeated_random_tokens(counts, n_ctx=preset.n_ctx)
     windows = torch.cat(list(iter_eval_batches(val, 8, preset.n_ctx, 2)))
     return (loss_findings(models, val) + zero_layer_findings(models[0], tokens["train"], preset.d_vocab)
             + one_layer_findings(models[1], text) + two_layer_findings(models[2], text, repeated, windows)

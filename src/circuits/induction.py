@@ -30,13 +30,16 @@ def previous_token_scores(model: AttnOnlyTransformer, tokens: torch.Tensor) -> t
 
 
 def repeated_random_tokens(token_counts: np.ndarray, n_samples: int = 10, seq_len: int = 25,
-                           repeats: int = 4, bos: int = 0, seed: int = 0) -> torch.Tensor:
+                           repeats: int = 4, bos: int = 0, seed: int = 0, n_ctx: int | None = None) -> torch.Tensor:
     """Olsson et al.'s prefix-matching input: [bos] + r * repeats, r = seq_len random tokens.
 
     Tokens are drawn uniformly from those of middling frequency: the most common 1 % and the
-    rarest tokens (seen fewer than 10 times, or in the least common half) are excluded.
+    rarest tokens (seen fewer than 10 times, or in the least common half) are excluded. With
+    ``n_ctx``, ``seq_len`` shrinks so that all repeats fit a model's context.
     Returns [n_samples, 1 + seq_len * repeats].
     """
+    if n_ctx is not None:
+        seq_len = min(seq_len, (n_ctx - 1) // repeats)
     order = np.argsort(-token_counts, kind="stable")
     seen = order[token_counts[order] >= 10]
     lo, hi = max(1, len(seen) // 100), max(2, len(seen) // 2)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, check_shapes, save_model, verified_load
 from .config import DataConfig, ModelConfig, TrainConfig, from_json, to_json
+from .corpus_stats import token_counts
 from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
                         previous_token_scores, repeated_random_tokens)
 from .model import AttnOnlyTransformer, loss_fn
@@ -203,8 +204,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
     if train_cfg.compile and device.type == "cuda":
         fwd = torch.compile(fwd)
 
-    counts = np.bincount(np.asarray(tokens["train"][:20_000_000]), minlength=model_cfg.d_vocab)
-    repeated = repeated_random_tokens(counts, seq_len=min(25, (model_cfg.n_ctx - 1) // 4), seed=train_cfg.seed)
+    counts = token_counts(tokens["train"][:20_000_000], model_cfg.d_vocab)
+    repeated = repeated_random_tokens(counts, seed=train_cfg.seed, n_ctx=model_cfg.n_ctx)
     snaps = set(snapshot_steps(total_steps, train_cfg.n_snapshots))
     local_batch = train_cfg.batch_size // world
     # train losses since the last log row travel in the checkpoint, so a resumed log is identical
