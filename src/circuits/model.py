@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .unembed_loss import unembed_cross_entropy
 
 
 class Attention(nn.Module):
@@ -146,13 +147,16 @@ class AttnOnlyTransformer(nn.Module):
             raise ValueError(f"token id {bad} is outside the vocabulary [0, d_vocab={self.cfg.d_vocab})")
         return tokens.long()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, pos, d_vocab] through the fast path."""
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, pos, d_vocab] through the fast path; with ``targets`` [batch, pos], the
+        mean cross-entropy instead, without forming the logits (``unembed_cross_entropy``)."""
         tokens = self.check_tokens(tokens)
         x = self.embed.W_E[tokens]
         pos = self.pos_embed.W_pos[: tokens.shape[1]]
         for block in self.blocks:
             x = block(x, pos)
+        if targets is not None:
+            return unembed_cross_entropy(x, self.unembed.W_U, targets)
         return x @ self.unembed.W_U
 
     def run_with_cache(self, tokens: torch.Tensor, edit_head_out=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -30,7 +30,7 @@ from .config import DataConfig, ModelConfig, TrainConfig, from_json, to_json
 from .corpus_stats import token_counts
 from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
                         previous_token_scores, repeated_random_tokens)
-from .model import AttnOnlyTransformer, loss_fn
+from .model import AttnOnlyTransformer
 from .batches import iter_eval_batches, sample_batch
 from .trainlog import append_rows, truncate_log
 
@@ -113,8 +113,7 @@ def training_step(fwd, model: torch.nn.Module, opt: torch.optim.Optimizer, batch
     """One optimiser step on ``batch`` [batch, n_ctx + 1]; returns the loss. ``fwd`` may wrap
     ``model`` (DDP, torch.compile); gradients are clipped on ``model``'s parameters."""
     with autocast(device, cfg.precision):
-        logits = fwd(batch[:, :-1])
-    loss = loss_fn(logits, batch[:, 1:])
+        loss = fwd(batch[:, :-1], batch[:, 1:])  # fused unembed + cross-entropy (unembed_loss.py)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

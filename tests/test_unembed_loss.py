@@ -1,0 +1,59 @@
+"""The fused unembed + cross-entropy equals the reference loss_fn(resid @ W_U) in value and gradients."""
+
+import pytest
+import torch
+
+from circuits.config import ModelConfig
+from circuits.model import AttnOnlyTransformer, loss_fn
+from circuits.unembed_loss import unembed_cross_entropy
+
+
+def _reference_and_fused(chunk_rows, autocast):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 16, generator=g)
+    W_U = torch.randn(16, 50, generator=g)
+    t = torch.randint(0, 50, (3, 7), generator=g)
+    grads = []
+    for fused in (False, True):
+        xr, wr = x.clone().requires_grad_(), W_U.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = unembed_cross_entropy(xr, wr, t, chunk_rows) if fused else loss_fn(xr @ wr, t)
+        (2.5 * loss).backward()  # a non-unit upstream gradient must scale both gradients
+        grads.append((loss.item(), xr.grad, wr.grad))
+    return grads
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 21, 512])
+def test_fused_loss_and_gradients_match_reference_fp32(chunk_rows):
+    (l0, gx0, gw0), (l1, gx1, gw1) = _reference_and_fused(chunk_rows, autocast=False)
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw1, gw0, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_loss_under_bf16_autocast_is_close_and_keeps_dtypes():
+    (l0, gx0, gw0), (l1, gx1, gw1) = _reference_and_fused(4, autocast=True)
+    assert l1 == pytest.approx(l0, rel=1e-2)
+    assert gx1.dtype == gw1.dtype == torch.float32
+    torch.testing.assert_close(gx1, gx0, rtol=0.05, atol=2e-3)
+    torch.testing.assert_close(gw1, gw0, rtol=0.05, atol=2e-3)
+
+
+def test_model_forward_with_targets_is_the_mean_loss_of_its_logits():
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, n_ctx=12, d_vocab=40)
+    model = AttnOnlyTransformer(cfg)
+    tokens = torch.randint(0, 40, (2, 13))
+    want = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+    got = model(tokens[:, :-1], tokens[:, 1:])
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    got.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    want.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_shape_mismatch_is_named():
+    with pytest.raises(ValueError, match="disagree"):
+        unembed_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(4, 5), torch.zeros(2, 4, dtype=torch.long))
