@@ -2,7 +2,8 @@
 
 Measures tokens/s of a full training step (forward, backward, AdamW step; warm-up excluded; the
 median of several repeats) for:
-  ours     - circuits.train.training_step as `train` runs it (bf16 autocast, fused AdamW)
+  ours     - circuits.train.training_step as `train` runs it (bf16 autocast, the unembedding and loss
+             fused in row chunks (circuits.unembed_loss), fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
 and this machine's bf16 matmul peak (a large square matmul timed in the same run), giving our
@@ -109,7 +110,7 @@ def main() -> None:
     tl_bf16 = tokens_per_second(transformerlens_step(cfg, train_cfg, bf16=True), batch, args.steps, args.repeats)
     mfu = ours * model_flops_per_token(cfg) / peak
     print(f"bf16 matmul peak: {peak / 1e12:.3f} TFLOP/s; model FLOPs/token: {model_flops_per_token(cfg) / 1e6:.1f} M")
-    print(f"ours (bf16 autocast, fused AdamW): {ours:,.0f} tokens/s")
+    print(f"ours (bf16, fused loss and AdamW):  {ours:,.0f} tokens/s")
     print(f"TransformerLens fp32 (default):    {tl_fp32:,.0f} tokens/s")
     print(f"TransformerLens bf16 autocast:     {tl_bf16:,.0f} tokens/s")
     print(f"ratio_vs_transformerlens={ours / tl_fp32:.2f} ratio_same_precision={ours / tl_bf16:.2f} mfu={mfu:.2f}")

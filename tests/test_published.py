@@ -71,3 +71,59 @@ def test_more_layers_lower_held_out_loss(validation):
             logits = independent_logits(weights, inputs, CPU.n_heads)
         loss[n] = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
     assert loss[2] < loss[1] < loss[0] < math.log(CPU.d_vocab)
+
+
+def independent_patterns(w: dict, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Attention patterns [batch, head, dst, src] of every layer, from the raw tensors."""
+    x, p = w["embed.W_E"][tokens], w["pos_embed.W_pos"][: tokens.shape[1]]
+    n = tokens.shape[1]
+    mask = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+    patterns, layer = [], 0
+    while f"blocks.{layer}.attn.W_Q" in w:
+        q = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_Q"])
+        k = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_K"])
+        v = torch.einsum("bnd,hde->bhne", x, w[f"blocks.{layer}.attn.W_V"])
+        a = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -torch.inf).softmax(-1)
+        patterns.append(a)
+        x = x + torch.einsum("bhne,hed->bnd", a @ v, w[f"blocks.{layer}.attn.W_O"])
+        layer += 1
+    return patterns
+
+
+def olsson_repeated_tokens(validation: np.ndarray, seed: int = 123) -> torch.Tensor:
+    """40 sequences of [0] + 4 repeats of 25 distinct random tokens of middling frequency
+    (neither the top 1 % nor seen fewer than 10 times), counted on the validation split."""
+    counts = np.bincount(validation.astype(np.int64), minlength=CPU.d_vocab)
+    seen = np.argsort(-counts, kind="stable")
+    seen = seen[counts[seen] >= 10]
+    pool = seen[len(seen) // 100:]
+    rng = np.random.default_rng(seed)
+    rows = [np.concatenate([[0], np.tile(rng.choice(pool, 25, replace=False), 4)]) for _ in range(40)]
+    return torch.as_tensor(np.stack(rows), dtype=torch.long)
+
+
+def induction_scores(folder: Path, validation: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(best previous-token score of layer 0, prefix-matching score of every last-layer head)."""
+    w = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    text = torch.from_numpy(validation[: 16 * 256].astype(np.int64)).view(16, 256)
+    rep = olsson_repeated_tokens(validation)
+    with torch.no_grad():
+        prev = independent_patterns(w, text)[0].diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
+        last = independent_patterns(w, rep)[-1]  # [b, h, dst, src]
+    # a token at dst in repeat j >= 1 should attend to the tokens after its earlier copies: dst - 24 - 25 m
+    mass = []
+    for dst in range(26, rep.shape[1]):
+        srcs = torch.arange(dst - 24, 0, -25)
+        mass.append(last[:, :, dst, srcs].sum(-1))  # [b, h]
+    return prev.max(), torch.stack(mass).mean(dim=(0, 1))
+
+
+def test_two_layer_model_has_previous_token_and_induction_heads(validation):
+    prev, prefix = induction_scores(PUBLISHED[2], validation)
+    assert prev >= 0.5, f"best layer-0 previous-token score {prev:.3f}"
+    assert prefix.max() >= 0.4, f"best layer-1 prefix-matching score {prefix.max():.3f}"
+
+
+def test_one_layer_model_has_no_induction_head(validation):
+    _, prefix = induction_scores(PUBLISHED[1], validation)
+    assert prefix.max() < 0.2, f"best prefix-matching score {prefix.max():.3f}"

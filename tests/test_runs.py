@@ -64,3 +64,12 @@ def test_model_of_another_tokenizer_is_refused(home):
                extra={"tokenizer": "bpe8k", "tokenizer_sha256": "0" * 64})
     with pytest.raises(runs.CheckpointError, match="trained with tokenizer files of sha256 0000"):
         runs.load_preset_model(0, smoke)
+
+def test_publish_exact_snapshot_steps(home):
+    smoke = get_preset("smoke")
+    fake_run(smoke, 2)
+    published = runs.publish(2, smoke, n_snapshots=0, steps=[40, 20])
+    assert [p.name for p in runs.snapshot_paths(published)] == ["step_000020.safetensors", "step_000040.safetensors"]
+    with pytest.raises(ValueError, match=r"no snapshots at steps \[35\]"):
+        runs.publish(2, smoke, n_snapshots=0, steps=[20, 35])
+    assert len(runs.snapshot_paths(published)) == 2  # a refused publish leaves the published model alone

@@ -45,7 +45,7 @@ def test_model_forward_with_targets_is_the_mean_loss_of_its_logits():
     tokens = torch.randint(0, 40, (2, 13))
     want = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
     got = model(tokens[:, :-1], tokens[:, 1:])
-    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
     got.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()

@@ -3,6 +3,7 @@
     python -m circuits.cli train --preset cpu --layers 0 1 2
     torchrun --nproc_per_node 8 -m circuits.cli train --preset paper --layers 2
     python -m circuits.cli publish --preset cpu --layers 0 1 2 --snapshots 4
+    python -m circuits.cli publish --preset cpu --layers 2 --snapshot-steps 181 728 1158 1842 2929
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: $CIRCUITS_PRESET, else cpu (paper where CUDA is present)")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--snapshots", type=int, default=4, help="snapshots to publish per model")
+    parser.add_argument("--snapshot-steps", type=int, nargs="+", default=None,
+                        help="publish exactly the snapshots at these steps (instead of --snapshots)")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
 
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "train":
             print(f"trained: {runs.train_preset(n, preset)}")
         else:
-            print(f"published: {runs.publish(n, preset, args.snapshots)}")
+            print(f"published: {runs.publish(n, preset, args.snapshots, args.snapshot_steps)}")
 
 
 if __name__ == "__main__":

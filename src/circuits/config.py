@@ -112,11 +112,12 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(corpus="embedded", tokenizer="bpe8k"),
         d_model=256, n_heads=8, d_head=32, n_ctx=256, d_vocab=8192,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
-        # previous-token head formed in 24 M tokens; with both changes it forms by ~6 M (README, trials)
+        # previous-token head formed in 24 M tokens; with both it forms by ~6 M and an induction head by
+        # ~17 M (README, trials)
         train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,
                           weight_decay=0.01, eval_every=100, eval_batches=4, checkpoint_every=200,
                           n_snapshots=10),
-        total_tokens={0: 4_000_000, 1: 8_000_000, 2: 24_000_000},
+        total_tokens={0: 4_000_000, 1: 16_000_000, 2: 40_000_000},
         embed_init_std=1.0,
     ),
     "paper": Preset(

@@ -111,10 +111,25 @@ def snapshot_paths(folder: Path) -> list[Path]:
     return sorted((folder / "snapshots").glob("step_*.safetensors"))
 
 
-def publish(n_layers: int, preset: Preset, n_snapshots: int) -> Path:
+def _snapshots_to_publish(snaps: list[Path], n_snapshots: int, steps: list[int] | None) -> list[Path]:
+    """Exactly the snapshots at ``steps``, else ``n_snapshots`` of ``snaps`` spread evenly in log-steps."""
+    if steps:
+        by_step = {int(p.stem.split("_")[1]): p for p in snaps}
+        missing = sorted(set(steps) - set(by_step))
+        if missing:
+            raise ValueError(f"the run has no snapshots at steps {missing}; it has {sorted(by_step)}")
+        return [by_step[s] for s in sorted(set(steps))]
+    if not snaps or n_snapshots <= 0:
+        return []
+    keep = sorted({int(i) for i in np.round(np.linspace(0, len(snaps) - 1, n_snapshots))})
+    return [snaps[i] for i in keep]
+
+
+def publish(n_layers: int, preset: Preset, n_snapshots: int, steps: list[int] | None = None) -> Path:
     """Copy a finished local run into ``data/checkpoints``: model, log, ``n_snapshots`` snapshots.
 
-    The snapshots kept are spread evenly (in log-steps) over those the run wrote.
+    The snapshots kept are spread evenly (in log-steps) over those the run wrote, or are exactly
+    the run's snapshots at ``steps`` (to bracket a phase change that happens late in a short run).
     """
     src, dst = run_dir(preset, n_layers), published_dir(preset, n_layers)
     if not (src / "model.safetensors").exists():
@@ -125,14 +140,12 @@ def publish(n_layers: int, preset: Preset, n_snapshots: int) -> Path:
     if "tokenizer_sha256" not in meta:  # runs started before models recorded their tokenizer
         print(f"warning: {src} does not record its tokenizer; recording the current one")
         meta.update(tokenizer_meta(preset))
+    snaps = _snapshots_to_publish(snapshot_paths(src), n_snapshots, steps)  # may refuse: before rmtree
     if dst.exists():
         shutil.rmtree(dst)
     (dst / "snapshots").mkdir(parents=True)
     save_model(model, dst / "model.safetensors", extra=meta)
     shutil.copy2(src / "log.jsonl", dst / "log.jsonl")
-    snaps = snapshot_paths(src)
-    if snaps and n_snapshots > 0:
-        keep = sorted({int(i) for i in np.round(np.linspace(0, len(snaps) - 1, n_snapshots))})
-        for i in keep:
-            shutil.copy2(snaps[i], dst / "snapshots" / snaps[i].name)
+    for snap in snaps:
+        shutil.copy2(snap, dst / "snapshots" / snap.name)
     return dst
