@@ -16,7 +16,7 @@ from .composition import composition_baseline, composition_scores
 from .config import Preset
 from .corpus_stats import token_counts
 from .evaluation import split_loss
-from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
+from .induction import (ICL_WINDOWS, in_context_learning_score, per_token_loss, prefix_matching_scores,
                         previous_token_scores, repeated_random_tokens)
 from .induction_analysis import ablation_prefix_matching, induction_positivity, previous_token_head
 from .runs import load_preset_model, preset_tokens
@@ -101,7 +101,7 @@ def two_layer_findings(model, text: torch.Tensor, repeated: torch.Tensor, window
 
 
 def icl_findings(models: dict, val: np.ndarray, n_ctx: int) -> list[dict]:
-    batches = list(iter_eval_batches(val, 32, n_ctx, 8))
+    batches = list(iter_eval_batches(val, 32, n_ctx, ICL_WINDOWS // 32))
     icl = {n: in_context_learning_score(torch.cat([per_token_loss(models[n], b) for b in batches]))
            for n in (1, 2)}
     return [row("In-context learning: late tokens predicted better than early ones, only with ≥ 2 layers",

@@ -89,6 +89,9 @@ def icl_positions(n_ctx: int) -> tuple[int, int]:
 
 
 ICL_BAND = 5  # positions either side of each ICL position that are averaged (single positions are noisy)
+# validation windows for a stable ICL score: at 256 tokens its standard error is ~0.05 nats with 1,024
+# windows, as large as the whole effect with 128
+ICL_WINDOWS = 1024
 
 
 @torch.no_grad()
