@@ -23,21 +23,22 @@ pytestmark = pytest.mark.skipif(not all((d / "model.safetensors").exists() for d
                                 reason="the cpu checkpoints are not published in this checkout")
 
 
-def independent_logits(w: dict, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """x0 = W_E[t]; x += sum_h softmax_causal((x+p)W_Q (x+p)W_K^T / sqrt(d_head)) x W_V W_O; W_U."""
-    x = w["embed.W_E"][tokens]
-    p = w["pos_embed.W_pos"][: tokens.shape[1]]
+def independent_forward(w: dict, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """x0 = W_E[t]; x += sum_h softmax_causal((x+p)W_Q (x+p)W_K^T / sqrt(d_head)) x W_V W_O; logits x W_U.
+    Returns the logits and every layer's attention pattern [batch, head, dst, src]."""
+    x, p = w["embed.W_E"][tokens], w["pos_embed.W_pos"][: tokens.shape[1]]
     n = tokens.shape[1]
     mask = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
-    layer = 0
+    patterns, layer = [], 0
     while f"blocks.{layer}.attn.W_Q" in w:
         q = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_Q"])
         k = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_K"])
         v = torch.einsum("bnd,hde->bhne", x, w[f"blocks.{layer}.attn.W_V"])
-        scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -torch.inf)
-        x = x + torch.einsum("bhne,hed->bnd", scores.softmax(-1) @ v, w[f"blocks.{layer}.attn.W_O"])
+        a = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -torch.inf).softmax(-1)
+        patterns.append(a)
+        x = x + torch.einsum("bhne,hed->bnd", a @ v, w[f"blocks.{layer}.attn.W_O"])
         layer += 1
-    return x @ w["unembed.W_U"]
+    return x @ w["unembed.W_U"], patterns
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_independent_forward_reproduces_logged_val_loss(n_layers, validation):
     losses = []
     with torch.no_grad():
         for batch in iter_eval_batches(validation, cfg.batch_size, CPU.n_ctx, cfg.eval_batches):
-            logits = independent_logits(weights, batch[:, :-1], CPU.n_heads)
+            logits, _ = independent_forward(weights, batch[:, :-1])
             losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()))
     assert float(torch.stack(losses).mean()) == pytest.approx(last["val_loss"], abs=2e-3)
 
@@ -68,26 +69,9 @@ def test_more_layers_lower_held_out_loss(validation):
     for n, folder in PUBLISHED.items():
         weights = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
         with torch.no_grad():
-            logits = independent_logits(weights, inputs, CPU.n_heads)
+            logits, _ = independent_forward(weights, inputs)
         loss[n] = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
     assert loss[2] < loss[1] < loss[0] < math.log(CPU.d_vocab)
-
-
-def independent_patterns(w: dict, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Attention patterns [batch, head, dst, src] of every layer, from the raw tensors."""
-    x, p = w["embed.W_E"][tokens], w["pos_embed.W_pos"][: tokens.shape[1]]
-    n = tokens.shape[1]
-    mask = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
-    patterns, layer = [], 0
-    while f"blocks.{layer}.attn.W_Q" in w:
-        q = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_Q"])
-        k = torch.einsum("bnd,hde->bhne", x + p, w[f"blocks.{layer}.attn.W_K"])
-        v = torch.einsum("bnd,hde->bhne", x, w[f"blocks.{layer}.attn.W_V"])
-        a = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -torch.inf).softmax(-1)
-        patterns.append(a)
-        x = x + torch.einsum("bhne,hed->bnd", a @ v, w[f"blocks.{layer}.attn.W_O"])
-        layer += 1
-    return patterns
 
 
 def olsson_repeated_tokens(validation: np.ndarray, seed: int = 123) -> torch.Tensor:
@@ -108,8 +92,8 @@ def induction_scores(folder: Path, validation: np.ndarray) -> tuple[torch.Tensor
     text = torch.from_numpy(validation[: 16 * 256].astype(np.int64)).view(16, 256)
     rep = olsson_repeated_tokens(validation)
     with torch.no_grad():
-        prev = independent_patterns(w, text)[0].diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
-        last = independent_patterns(w, rep)[-1]  # [b, h, dst, src]
+        prev = independent_forward(w, text)[1][0].diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
+        last = independent_forward(w, rep)[1][-1]  # [b, h, dst, src]
     # a token at dst in repeat j >= 1 should attend to the tokens after its earlier copies: dst - 24 - 25 m
     mass = []
     for dst in range(26, rep.shape[1]):
