@@ -57,3 +57,12 @@ def test_model_forward_with_targets_is_the_mean_loss_of_its_logits():
 def test_shape_mismatch_is_named():
     with pytest.raises(ValueError, match="disagree"):
         unembed_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(4, 5), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_loss_without_gradients_matches_and_skips_their_work():
+    g = torch.Generator().manual_seed(1)
+    x, W_U, t = torch.randn(2, 9, 16, generator=g), torch.randn(16, 30, generator=g), torch.randint(0, 30, (2, 9))
+    with torch.no_grad():
+        got = unembed_cross_entropy(x, W_U, t, 4)
+    assert got.item() == pytest.approx(loss_fn(x @ W_U, t).item(), rel=1e-6)
+    assert got.grad_fn is None

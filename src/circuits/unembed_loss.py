@@ -31,8 +31,9 @@ def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
 
 class _UnembedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, W_U: torch.Tensor, targets: torch.Tensor, chunk_rows: int):
-        # x [N, d_model], W_U [d_model, d_vocab], targets [N]
+    def forward(ctx, x: torch.Tensor, W_U: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
+                need_grad: bool):
+        # x [N, d_model], W_U [d_model, d_vocab], targets [N]; without need_grad only the loss is computed
         dtype = _compute_dtype(x.device.type, x.dtype)
         n = x.shape[0]
         with torch.autocast(x.device.type, enabled=False):
@@ -50,6 +51,8 @@ class _UnembedCrossEntropy(torch.autograd.Function):
                 expd = logits.sub_(top).exp_()
                 norm = expd.sum(dim=-1, keepdim=True)
                 total += (top + norm.log() - picked).sum().double()
+                if not need_grad:
+                    continue
                 grad = expd.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
                 grad.scatter_add_(1, t, torch.full(t.shape, -1.0 / n, device=x.device))
                 grad = grad.to(dtype)
@@ -63,7 +66,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
-        return (grad_x.to(x_dtype) * grad_out, (grad_w * grad_out).to(w_dtype), None, None)
+        return (grad_x.to(x_dtype) * grad_out, (grad_w * grad_out).to(w_dtype), None, None, None)
 
 
 @torch.compiler.disable  # a graph break: torch.compile (paper preset) compiles the model around it
@@ -77,4 +80,6 @@ def unembed_cross_entropy(resid: torch.Tensor, W_U: torch.Tensor, targets: torch
     if resid.shape[:-1] != targets.shape:
         raise ValueError(f"resid {tuple(resid.shape)} and targets {tuple(targets.shape)} disagree on [batch, pos]")
     chunk_rows = chunk_rows or CHUNK_ROWS.get(resid.device.type, GPU_CHUNK_ROWS)
-    return _UnembedCrossEntropy.apply(resid.flatten(0, -2), W_U, targets.flatten().long(), chunk_rows)
+    # the gradients cost twice the loss: skip them where nothing will call backward (evaluation)
+    need_grad = torch.is_grad_enabled() and (resid.requires_grad or W_U.requires_grad)
+    return _UnembedCrossEntropy.apply(resid.flatten(0, -2), W_U, targets.flatten().long(), chunk_rows, need_grad)
