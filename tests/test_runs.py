@@ -65,6 +65,7 @@ def test_model_of_another_tokenizer_is_refused(home):
     with pytest.raises(runs.CheckpointError, match="trained with tokenizer files of sha256 0000"):
         runs.load_preset_model(0, smoke)
 
+
 def test_publish_exact_snapshot_steps(home):
     smoke = get_preset("smoke")
     fake_run(smoke, 2)

@@ -3,7 +3,7 @@
     python -m circuits.cli train --preset cpu --layers 0 1 2
     torchrun --nproc_per_node 8 -m circuits.cli train --preset paper --layers 2
     python -m circuits.cli publish --preset cpu --layers 0 1 2 --snapshots 4
-    python -m circuits.cli publish --preset cpu --layers 2 --snapshot-steps 181 728 1158 1842 2929
+    python -m circuits.cli publish --preset cpu --layers 2 --snapshot-steps 192 768 1219 1936 4882
 """
 
 from __future__ import annotations
