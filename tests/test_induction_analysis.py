@@ -239,3 +239,10 @@ def test_virtual_head_table_and_ov_summary(tiny_cfg):
     assert s["top_values"] == pytest.approx(vals.numpy(), rel=1e-5)
     assert list(zip(s["top_out"], s["top_src"])) == [(int(i) // 61, int(i) % 61) for i in idx]
     assert composition_baseline(32, 8, n_samples=20) > 0
+
+
+def test_induction_targets_stay_on_the_tokens_device():
+    # regression: the causal mask was built on the CPU, so evaluation crashed on CUDA at the first eval;
+    # the meta device catches any such mix-up without a GPU
+    from circuits.induction import induction_targets
+    assert induction_targets(torch.zeros(2, 5, dtype=torch.long, device="meta")).device.type == "meta"

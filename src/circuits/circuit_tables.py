@@ -16,7 +16,9 @@ than fp32 on CPUs with AVX512-BF16) and every bf16 value ``v~`` carries a rigoro
 most 3u of sum_r |A[i,r] B[r,j]| <= ||A[i]|| ||B[:, j]||, the rounding of the output u more).
 An entry can only matter when ``v~ + margin`` clears a threshold, and every entry that can is
 recomputed exactly (fp32 dot product of the fp32 factors), so the results equal a dense fp32
-computation. ``filter_dtype=None`` skips the filter and scans in fp32 throughout.
+computation. ``filter_dtype=None`` skips the filter and scans in fp32 throughout; the default
+``"auto"`` filters in bf16 only where bf16 matmuls are fast (``precision.bf16_is_fast``): on an
+AVX2-only CPU they are ~100x slower than fp32, and the fp32 scan is the fast one.
 Tests compare everything with dense ``torch.topk`` (``tests/test_circuit_tables.py``).
 """
 
@@ -27,6 +29,7 @@ import math
 import torch
 
 from .factored import FactoredMatrix
+from .precision import bf16_is_fast
 
 MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]||
 GROUP = 16  # columns per group maximum (groups are strided: columns j, j + n/GROUP, ...)
@@ -43,6 +46,8 @@ class _Chunks:
         self.Bt = self.B.T.contiguous()  # [n, k]: columns of B as rows, for gathers
         self.m, self.n = fm.shape
         self.chunk_rows = max(1, int(chunk_rows))
+        if filter_dtype == "auto":
+            filter_dtype = torch.bfloat16 if bf16_is_fast(self.A.device.type) else None
         self.filter_dtype = filter_dtype
         # error bound of a chunk value, relative to ||A[i]|| max_j ||B[:, j]||: bf16 rounding, or in
         # exact mode the rounding of an fp32 matmul (summation order differs from ``exact``)
@@ -169,7 +174,7 @@ def _per_matrix(fm: FactoredMatrix, fn):
 
 @torch.no_grad()
 def topk_circuit_entries(fm: FactoredMatrix, k: int, largest: bool = True, chunk_rows: int = 128,
-                         filter_dtype: torch.dtype | None = torch.bfloat16):
+                         filter_dtype: torch.dtype | None | str = "auto"):
     """The k largest (or smallest) entries of ``M = A @ B`` and where they are, never building M.
 
     fm: [..., m, n]. Returns ``(values, rows, cols)``, each [..., k], values sorted from the most
@@ -187,7 +192,7 @@ def topk_circuit_entries(fm: FactoredMatrix, k: int, largest: bool = True, chunk
 
 @torch.no_grad()
 def copying_rates(ov: FactoredMatrix, ks: tuple[int, ...] = (1, 5), chunk_rows: int = 128,
-                  filter_dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, ...]:
+                  filter_dtype: torch.dtype | None | str = "auto") -> tuple[torch.Tensor, ...]:
     """Fraction of source tokens whose top-K OV outputs include themselves, one rate per K in ks.
 
     ov: the OV circuit [..., d_vocab(out), d_vocab(src)] ("One layer", copying). Source s's
@@ -204,7 +209,7 @@ def copying_rates(ov: FactoredMatrix, ks: tuple[int, ...] = (1, 5), chunk_rows: 
 
 @torch.no_grad()
 def scan_ov_circuit(ov: FactoredMatrix, k: int = 100, ks: tuple[int, ...] = (1, 5), chunk_rows: int = 128,
-                    filter_dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, ...]:
+                    filter_dtype: torch.dtype | None | str = "auto") -> tuple[torch.Tensor, ...]:
     """``topk_circuit_entries(ov, k)`` and ``copying_rates(ov, ks)`` in one pass over the chunks.
 
     Returns ``(values, out, src, *rates)``: values/out/src [..., k], one rate tensor [...] per K.

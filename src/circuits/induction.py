@@ -60,7 +60,7 @@ def induction_targets(tokens: torch.Tensor) -> torch.Tensor:
     """
     same = tokens[:, :, None] == tokens[:, None, :]  # [b, i, k]: token k equals token i
     n = tokens.shape[1]
-    earlier = torch.ones(n, n, dtype=torch.bool).tril(-1)  # k < i
+    earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)  # k < i
     prev_match = same & earlier
     mask = torch.zeros_like(prev_match)
     mask[:, :, 1:] = prev_match[:, :, :-1]  # src j = k + 1

@@ -126,6 +126,7 @@ class AttnOnlyTransformer(nn.Module):
             with torch.no_grad():
                 p.normal_(0.0, std, generator=generator)
 
+    @torch.compiler.disable  # its range check reads values on the host: run it eagerly, outside the graph
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Validate ``tokens`` [batch, pos] (or [pos]) and return them as a 2-D long tensor."""
         if not isinstance(tokens, torch.Tensor):

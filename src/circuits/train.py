@@ -1,5 +1,7 @@
 """Training: AdamW, linear warmup + cosine decay, gradient clipping, bf16 autocast, DDP.
 
+bf16 runs where the device multiplies fast in it (``precision.bf16_is_fast``), else fp32.
+
 ``train`` is the one entry point notebooks and scripts import. A run lives in a folder:
 
     run_dir/checkpoint.safetensors   weights + AdamW moments + progress (resume point)
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from .corpus_stats import token_counts
 from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
                         previous_token_scores, repeated_random_tokens)
 from .model import AttnOnlyTransformer
+from .precision import bf16_is_fast
 from .batches import iter_eval_batches, sample_batch
 from .trainlog import append_rows, truncate_log
 
@@ -73,12 +77,24 @@ def pick_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA and on CPUs that support it, else a no-op."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision != "bf16":
+def effective_precision(device: torch.device, precision: str, warn: bool = False) -> str:
+    """The precision training runs in: ``precision``, except that a bf16 request on a device without
+    fast bf16 matmuls (``precision.bf16_is_fast``, e.g. an AVX2-only CPU) runs in fp32."""
+    if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+    if precision == "bf16" and not bf16_is_fast(device.type):
+        if warn:
+            warnings.warn(f"bf16 matmuls are ~100x slower than fp32 on this {device.type} "
+                          f"({torch.backends.cpu.get_cpu_capability()}, no native bf16): training in fp32",
+                          stacklevel=2)
+        return "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where ``effective_precision`` is bf16, else a no-op."""
+    if effective_precision(device, precision) == "fp32":
+        return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -197,6 +213,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
     for s in opt.state.values():
         for k, v in s.items():
             s[k] = v.to(device)
+    precision = effective_precision(device, train_cfg.precision, warn=main)
     fwd = model
     if world > 1:
         fwd = torch.nn.parallel.DistributedDataParallel(model)
@@ -226,7 +243,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
                    "train_loss": float(np.mean(losses))}
             losses = []
             if is_eval:
-                row.update(evaluate(model, tokens["validation"], train_cfg, repeated, device))
+                row.update(evaluate(model, tokens["validation"], train_cfg, repeated, device),
+                           precision=precision)
                 bar.set_postfix(val=f"{row['val_loss']:.3f}",
                                 pm=f"{row.get('prefix_matching_best', 0):.2f}")
             rows.append(row)

@@ -1,0 +1,42 @@
+"""Train one preset model on already-prepared token memmaps, on whatever device is present.
+
+For machines that have torch but not the corpus tool chain (``datasets``), e.g. a lent GPU box:
+prepare ``data/tokens/<corpus>-<tokenizer>/`` here (``python -m circuits.cli tokens``), carry it, then
+
+    python scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu/2l
+    python benchmarks/time_to_induction.py runs/gpu-cpu/2l/log.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from circuits.config import get_preset
+from circuits.train import train
+
+
+def read_split(directory: Path, split: str) -> np.memmap:
+    meta = json.loads((directory / f"{split}.json").read_text())
+    return np.memmap(directory / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(meta["count"],))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--run-dir", type=Path, required=True)
+    ap.add_argument("--stop-at-step", type=int, default=None)
+    args = ap.parse_args()
+    preset = get_preset(args.preset)
+    directory = Path("data/tokens") / f"{preset.data.corpus}-{preset.data.tokenizer}"
+    tokens = {split: read_split(directory, split) for split in ("train", "validation")}
+    train(preset.model_config(args.layers), preset.train_config(args.layers), tokens, args.run_dir,
+          data_cfg=preset.data, stop_at_step=args.stop_at_step)
+
+
+if __name__ == "__main__":
+    main()
