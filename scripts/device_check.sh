@@ -11,6 +11,8 @@ python3 -m pytest -o addopts="" -q -p no:cacheprovider tests/test_cuda.py tests/
     tests/test_model.py tests/test_precision.py 2>&1 | tee "$OUT/pytest.log" | tail -15
 python3 benchmarks/train_throughput.py --device cuda --preset paper --steps 10 --repeats 3 2>&1 \
     | grep -v Warning | tee "$OUT/throughput_paper.log"
+python3 benchmarks/train_throughput.py --device cuda --preset paper --steps 10 --repeats 3 --eager-loss 2>&1 \
+    | grep -v Warning | tee "$OUT/throughput_paper_eager_loss.log"
 python3 benchmarks/train_throughput.py --device cuda --preset cpu --steps 20 --repeats 3 2>&1 \
     | grep -v Warning | tee "$OUT/throughput_cpu.log"
 python3 scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu/2l 2>&1 | tail -c 600

@@ -66,3 +66,16 @@ def test_loss_without_gradients_matches_and_skips_their_work():
         got = unembed_cross_entropy(x, W_U, t, 4)
     assert got.item() == pytest.approx(loss_fn(x @ W_U, t).item(), rel=1e-6)
     assert got.grad_fn is None
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_gpu_chunk_route_matches_reference(monkeypatch, autocast):
+    # the route GPUs take (one fused loss-and-gradient call per chunk, compiled there), run eagerly here
+    from circuits import unembed_loss
+    monkeypatch.setattr(unembed_loss, "_chunk_fn", lambda device_type: unembed_loss._loss_and_grad)
+    (l0, gx0, gw0), (l1, gx1, gw1) = _reference_and_fused(5, autocast=autocast)
+    tol = dict(rtol=0.05, atol=2e-3) if autocast else dict(rtol=1e-5, atol=1e-6)
+    assert l1 == pytest.approx(l0, rel=1e-2 if autocast else 1e-6)
+    assert gx1.dtype == gw1.dtype == torch.float32
+    torch.testing.assert_close(gx1, gx0, **tol)
+    torch.testing.assert_close(gw1, gw0, **tol)

@@ -14,6 +14,8 @@ into dL/dx and dL/dW_U, so the full logits never exist and backward is only a sc
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # rows per chunk. CPU: 512 x 8192 fp32 logits = 16 MB, cache-friendly (128-768 measured equal on 2 cores);
@@ -29,6 +31,79 @@ def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the rows' cross-entropies and ``scale * (softmax - onehot)``, in ``logits``' dtype.
+
+    logits [chunk, d_vocab], t [chunk, 1]. GPUs run this compiled (``_chunk_fn``): eagerly it makes
+    about ten passes over the chunk, compiled about three, and on a GPU those passes, not the
+    matmuls, bound the loss.
+    """
+    lf = logits.float()
+    top = lf.amax(dim=-1, keepdim=True)
+    expd = (lf - top).exp()
+    norm = expd.sum(dim=-1, keepdim=True)
+    loss = (top + norm.log() - lf.gather(1, t)).sum()
+    grad = (expd * (scale / norm)).scatter_add(1, t, torch.full(t.shape, -scale, device=t.device))
+    return loss, grad.to(logits.dtype)
+
+
+COMPILED_ON = ("cuda",)  # device types whose chunk loss runs through torch.compile (benchmarks may clear it)
+
+
+@functools.cache
+def _compiled_loss_and_grad():
+    return torch.compile(_loss_and_grad, dynamic=True)
+
+
+def _chunk_fn(device_type: str):
+    return _compiled_loss_and_grad() if device_type in COMPILED_ON else None
+
+
+def _chunks_compiled(fn, xc, wc, targets, chunk_rows, grad_x, grad_w) -> torch.Tensor:
+    """GPU: ``fn`` (compiled ``_loss_and_grad``) reads each chunk's matmul output directly."""
+    n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
+    for i in range(0, n, chunk_rows):
+        rows = slice(i, i + chunk_rows)
+        loss, grad = fn(xc[rows] @ wc, targets[rows, None], 1.0 / n)
+        total += loss.double()
+        grad_x[rows] = grad @ wc.T
+        grad_w += (xc[rows].T @ grad).float()
+    return total
+
+
+def _chunks_eager(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: bool) -> torch.Tensor:
+    """CPU: the same chain in place on one reused fp32 buffer (a fresh 16 MB tensor per chunk costs
+    page faults, ~20 % of the fp32 matmul time on 2 cores)."""
+    n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
+    buf = torch.empty(min(chunk_rows, n), wc.shape[1], dtype=torch.float32, device=xc.device)
+    for i in range(0, n, chunk_rows):
+        rows = slice(i, i + chunk_rows)
+        logits = buf[: min(chunk_rows, n - i)]  # [chunk, d_vocab]
+        if xc.dtype == torch.float32:
+            torch.mm(xc[rows], wc, out=logits)
+        else:
+            logits.copy_(xc[rows] @ wc)
+        t = targets[rows, None]
+        top, picked = logits.amax(dim=-1, keepdim=True), logits.gather(1, t)
+        # one exp pass serves both the loss and its gradient (logsumexp would make a second);
+        # in place, because the logits are not needed again
+        expd = logits.sub_(top).exp_()
+        norm = expd.sum(dim=-1, keepdim=True)
+        total += (top + norm.log() - picked).sum().double()
+        if not need_grad:
+            continue
+        grad = expd.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
+        grad.scatter_add_(1, t, torch.full(t.shape, -1.0 / n, device=xc.device))
+        if xc.dtype == torch.float32:
+            torch.mm(grad, wc.T, out=grad_x[rows])
+            grad_w.addmm_(xc[rows].T, grad)
+        else:
+            grad = grad.to(xc.dtype)
+            grad_x[rows] = grad @ wc.T
+            grad_w += xc[rows].T @ grad
+    return total
+
+
 class _UnembedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, W_U: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
@@ -36,39 +111,15 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         # x [N, d_model], W_U [d_model, d_vocab], targets [N]; without need_grad only the loss is computed
         dtype = _compute_dtype(x.device.type, x.dtype)
         n = x.shape[0]
+        compiled = _chunk_fn(x.device.type) if need_grad else None
         with torch.autocast(x.device.type, enabled=False):
             xc, wc = x.detach().to(dtype), W_U.detach().to(dtype)
             grad_x = torch.empty(n, x.shape[1], dtype=dtype, device=x.device)
             grad_w = torch.zeros(W_U.shape, dtype=torch.float32, device=x.device)
-            total = torch.zeros((), dtype=torch.float64, device=x.device)
-            # one logits buffer for all chunks: a fresh 16 MB tensor per chunk costs page faults
-            # (~20 % of the fp32 matmul time on 2 cores)
-            buf = torch.empty(min(chunk_rows, n), W_U.shape[1], dtype=torch.float32, device=x.device)
-            for i in range(0, n, chunk_rows):
-                rows = slice(i, i + chunk_rows)
-                logits = buf[: min(chunk_rows, n - i)]  # [chunk, d_vocab]
-                if dtype == torch.float32:
-                    torch.mm(xc[rows], wc, out=logits)
-                else:
-                    logits.copy_(xc[rows] @ wc)
-                t = targets[rows, None]
-                top, picked = logits.amax(dim=-1, keepdim=True), logits.gather(1, t)
-                # one exp pass serves both the loss and its gradient (logsumexp would make a second);
-                # in place, because the logits are not needed again
-                expd = logits.sub_(top).exp_()
-                norm = expd.sum(dim=-1, keepdim=True)
-                total += (top + norm.log() - picked).sum().double()
-                if not need_grad:
-                    continue
-                grad = expd.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
-                grad.scatter_add_(1, t, torch.full(t.shape, -1.0 / n, device=x.device))
-                if dtype == torch.float32:
-                    torch.mm(grad, wc.T, out=grad_x[rows])
-                    grad_w.addmm_(xc[rows].T, grad)
-                else:
-                    grad = grad.to(dtype)
-                    grad_x[rows] = grad @ wc.T
-                    grad_w += xc[rows].T @ grad
+            if compiled is not None:
+                total = _chunks_compiled(compiled, xc, wc, targets, chunk_rows, grad_x, grad_w)
+            else:
+                total = _chunks_eager(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.dtypes = (x.dtype, W_U.dtype)
         return (total / n).float()
