@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from circuits import unembed_loss
 from circuits.config import get_preset
 from circuits.train import train
 
@@ -30,7 +31,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--stop-at-step", type=int, default=None)
+    ap.add_argument("--compiled-loss", action="store_true",
+                    help="the fused loss's chunk chain through torch.compile on GPU (unembed_loss.COMPILED_ON)")
     args = ap.parse_args()
+    if args.compiled_loss:
+        unembed_loss.COMPILED_ON = ("cuda",)
     preset = get_preset(args.preset)
     directory = Path("data/tokens") / f"{preset.data.corpus}-{preset.data.tokenizer}"
     tokens = {split: read_split(directory, split) for split in ("train", "validation")}

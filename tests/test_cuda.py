@@ -26,9 +26,12 @@ def _exact_fp32_matmuls():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("chunk_rows", [None, 1000])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_fused_loss_on_cuda_matches_reference(chunk_rows, bf16):
+def test_fused_loss_on_cuda_matches_reference(monkeypatch, chunk_rows, bf16, compiled):
+    from circuits import unembed_loss
+    monkeypatch.setattr(unembed_loss, "COMPILED_ON", ("cuda",) if compiled else ())
     g = torch.Generator(device=CUDA).manual_seed(0)
     n_rows = GPU_CHUNK_ROWS + 904  # more than one default chunk, and a ragged last one
     x = torch.randn(2, n_rows // 2, 64, device=CUDA, generator=g)
