@@ -1,8 +1,8 @@
 """Training throughput of our model against TransformerLens's HookedTransformer, same run, same shapes.
 
 Measures tokens/s of a full training step (forward, backward, AdamW step; warm-up excluded; the
-median of several repeats) for:
-  ours     - circuits.train.training_step as `train` runs it (bf16 autocast, the unembedding and loss
+median of several repeats, the contenders taking turns within each repeat) for:
+  ours     - circuits.train.training_step as `train` runs it (bf16 autocast where bf16 is fast, the unembedding and loss
              fused in row chunks (circuits.unembed_loss), fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
@@ -62,20 +62,24 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> 
     return 2 * n**3 / best
 
 
-def tokens_per_second(step, batch: torch.Tensor, steps: int, repeats: int) -> float:
-    """Median over ``repeats`` of tokens/s for ``steps`` calls of ``step(batch)``, after 3 warm-up steps
-    (the first compiles, where the step is compiled)."""
-    for _ in range(3):
-        step(batch)
-    rates = []
-    for _ in range(repeats):
-        sync(batch.device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
+def interleaved_rates(steps: dict, batch: torch.Tensor, n_steps: int, repeats: int) -> dict[str, float]:
+    """Median tokens/s of each ``step(batch)`` over ``repeats`` timed blocks of ``n_steps`` calls, after 3
+    warm-up calls each (the first compiles, where a step is compiled). The contenders take turns within
+    every repeat, so a slow spell of a shared machine hits all of them alike."""
+    for step in steps.values():
+        for _ in range(3):
             step(batch)
-        sync(batch.device)
-        rates.append(steps * batch.shape[0] * (batch.shape[1] - 1) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    rates = {name: [] for name in steps}
+    tokens = n_steps * batch.shape[0] * (batch.shape[1] - 1)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync(batch.device)
+            t0 = time.perf_counter()
+            for _ in range(n_steps):
+                step(batch)
+            sync(batch.device)
+            rates[name].append(tokens / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def ours_step(cfg: ModelConfig, train_cfg, device: torch.device):
@@ -108,18 +112,19 @@ def transformerlens_step(cfg: ModelConfig, train_cfg, bf16: bool, device: torch.
     return lambda batch: step(batch[:, :-1])
 
 
-def transformerlens_rates(cfg, train_cfg, batch, precision: str, args) -> tuple[float, float] | None:
-    """(fp32, same precision as ours) tokens/s of TransformerLens; None where it is not installed (GPU boxes)."""
+def transformerlens_steps(cfg, train_cfg, device: torch.device, precision: str) -> dict:
+    """TransformerLens's step in fp32 and, where ours runs in bf16, under the same autocast; empty where
+    TransformerLens is not installed (GPU boxes)."""
     try:
         import transformer_lens  # noqa: F401
     except ImportError:
-        if batch.device.type == "cuda":
-            return None
+        if device.type == "cuda":
+            return {}
         raise
-    rate = lambda bf16: tokens_per_second(transformerlens_step(cfg, train_cfg, bf16, batch.device), batch,
-                                          args.steps, args.repeats)
-    fp32 = rate(False)
-    return fp32, (rate(True) if precision == "bf16" else fp32)
+    steps = {"tl_fp32": transformerlens_step(cfg, train_cfg, False, device)}
+    if precision == "bf16":
+        steps["tl_bf16"] = transformerlens_step(cfg, train_cfg, True, device)
+    return steps
 
 
 def main() -> None:
@@ -145,16 +150,17 @@ def main() -> None:
           f"{torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else torch.cuda.get_device_name()})")
 
     peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, device)
-    ours = tokens_per_second(ours_step(cfg, train_cfg, device), batch, args.steps, args.repeats)
-    tl = transformerlens_rates(cfg, train_cfg, batch, precision, args)
+    steps = {"ours": ours_step(cfg, train_cfg, device), **transformerlens_steps(cfg, train_cfg, device, precision)}
+    rates = interleaved_rates(steps, batch, args.steps, args.repeats)
+    ours = rates["ours"]
     mfu = ours * model_flops_per_token(cfg) / peak
     print(f"{precision} matmul peak: {peak / 1e12:.3f} TFLOP/s; model FLOPs/token: {model_flops_per_token(cfg) / 1e6:.1f} M")
     print(f"ours ({precision}, fused loss and AdamW):  {ours:,.0f} tokens/s")
-    if tl is None:
+    if "tl_fp32" not in rates:
         print("TransformerLens is not installed here: no ratios")
         print(f"ratio_vs_transformerlens=n/a ratio_same_precision=n/a mfu={mfu:.2f}")
         return
-    tl_fp32, tl_same = tl
+    tl_fp32, tl_same = rates["tl_fp32"], rates.get("tl_bf16", rates["tl_fp32"])
     print(f"TransformerLens fp32 (default):    {tl_fp32:,.0f} tokens/s")
     print(f"TransformerLens {precision} (same as ours):  {tl_same:,.0f} tokens/s")
     print(f"ratio_vs_transformerlens={ours / tl_fp32:.2f} ratio_same_precision={ours / tl_same:.2f} mfu={mfu:.2f}")
