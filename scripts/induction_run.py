@@ -1,6 +1,6 @@
 """Train one preset model on already-prepared token memmaps, on whatever device is present.
 
-For machines that have torch but not the corpus tool chain (``datasets``), e.g. a lent GPU box:
+For machines that have torch but not HF ``datasets`` (which only preparing tokens needs), e.g. a lent GPU box:
 prepare ``data/tokens/<corpus>-<tokenizer>/`` here (``python -m circuits.cli tokens``), carry it, then
 
     python scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu/2l
@@ -10,19 +10,12 @@ prepare ``data/tokens/<corpus>-<tokenizer>/`` here (``python -m circuits.cli tok
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import numpy as np
 
 from circuits import unembed_loss
 from circuits.config import get_preset
+from circuits.tokens import TOKENS_DIR, load_tokens
 from circuits.train import train
-
-
-def read_split(directory: Path, split: str) -> np.memmap:
-    meta = json.loads((directory / f"{split}.json").read_text())
-    return np.memmap(directory / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(meta["count"],))
 
 
 def main() -> None:
@@ -37,8 +30,8 @@ def main() -> None:
     if args.compiled_loss:
         unembed_loss.COMPILED_ON = ("cuda",)
     preset = get_preset(args.preset)
-    directory = Path("data/tokens") / f"{preset.data.corpus}-{preset.data.tokenizer}"
-    tokens = {split: read_split(directory, split) for split in ("train", "validation")}
+    directory = TOKENS_DIR / f"{preset.data.corpus}-{preset.data.tokenizer}"
+    tokens = {split: load_tokens(directory, split) for split in ("train", "validation")}
     train(preset.model_config(args.layers), preset.train_config(args.layers), tokens, args.run_dir,
           data_cfg=preset.data, stop_at_step=args.stop_at_step)
 

@@ -17,7 +17,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .batches import iter_eval_batches, sample_batch
-from .corpus import EMBEDDED_PATH, load_corpus
 from .tokenizer import TOKENIZER_DIR, load_tokenizer
 
 __all__ = ["prepare_tokens", "load_tokens", "check_token_range", "sample_batch",
@@ -105,6 +104,9 @@ def prepare_tokens(corpus: str, tokenizer: str, out_dir: str | Path | None = Non
     Returns ``{"train": memmap, "validation": memmap}``. Raises ``ValueError`` if any id is
     outside the tokenizer's vocabulary.
     """
+    # imported here, so that load_tokens works where HF datasets is not installed (a bare GPU box)
+    from .corpus import EMBEDDED_PATH, load_corpus
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the batch API uses both cores
     tok = load_tokenizer(tokenizer)
     d_vocab = len(tok)

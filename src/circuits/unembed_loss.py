@@ -34,9 +34,9 @@ def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
 def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the rows' cross-entropies and ``scale * (softmax - onehot)``, in ``logits``' dtype.
 
-    logits [chunk, d_vocab], t [chunk, 1]. GPUs run this compiled (``_chunk_fn``): eagerly it makes
-    about ten passes over the chunk, compiled about three, and on a GPU those passes, not the
-    matmuls, bound the loss. Compiling is opt-in (``COMPILED_ON``).
+    logits [chunk, d_vocab], t [chunk, 1]. The route for devices named in ``COMPILED_ON`` (opt-in), which
+    run it compiled: eagerly it makes about ten passes over the chunk, compiled about three, and on a
+    GPU those passes, not the matmuls, bound the loss.
     """
     lf = logits.float()
     top = lf.amax(dim=-1, keepdim=True)
@@ -65,7 +65,7 @@ def _chunk_fn(device_type: str):
 
 
 def _chunks_compiled(fn, xc, wc, targets, chunk_rows, grad_x, grad_w) -> torch.Tensor:
-    """GPU: ``fn`` (compiled ``_loss_and_grad``) reads each chunk's matmul output directly."""
+    """The ``COMPILED_ON`` route: ``fn`` (compiled ``_loss_and_grad``) reads each chunk's matmul output."""
     n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
     for i in range(0, n, chunk_rows):
         rows = slice(i, i + chunk_rows)
@@ -77,8 +77,8 @@ def _chunks_compiled(fn, xc, wc, targets, chunk_rows, grad_x, grad_w) -> torch.T
 
 
 def _chunks_eager(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: bool) -> torch.Tensor:
-    """CPU: the same chain in place on one reused fp32 buffer (a fresh 16 MB tensor per chunk costs
-    page faults, ~20 % of the fp32 matmul time on 2 cores)."""
+    """The default route: the same chain, in place on one reused fp32 buffer (on CPU a fresh 16 MB
+    tensor per chunk costs page faults, ~20 % of the fp32 matmul time on 2 cores)."""
     n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
     buf = torch.empty(min(chunk_rows, n), wc.shape[1], dtype=torch.float32, device=xc.device)
     for i in range(0, n, chunk_rows):
