@@ -12,12 +12,13 @@ import torch
 from circuits.circuits import ov_circuit, position_scores, qk_circuit
 from circuits.factored import FactoredMatrix
 from circuits.model import AttnOnlyTransformer, loss_fn
-from circuits.skip_trigrams import (BigramCounts, attention_preference, attention_summary, causal_softmax,
-                                    centered, column_maxima, column_top, crossed_pairs, dump_frame,
-                                    eigenvalue_radius, find_skip_trigram_bugs, frequent_token_ids, head_term_losses,
-                                    next_token_logprobs, positions_after, rank_in_column, restrict,
-                                    skip_trigram_counts, skip_trigram_effect, skip_trigram_table,
-                                    strongest_sources, text_contexts, token_dump, token_variants, variant_ranks)
+from circuits.path_expansion import head_term_losses
+from circuits.positional_heads import attention_summary, causal_softmax
+from circuits.skip_trigram_bugs import (BigramCounts, crossed_pairs, find_skip_trigram_bugs, next_token_logprobs,
+                                        positions_after, skip_trigram_counts, skip_trigram_effect, text_contexts)
+from circuits.skip_trigrams import (attention_preference, centered, column_maxima, column_top, dump_frame,
+                                    eigenvalue_radius, frequent_token_ids, rank_in_column, restrict,
+                                    skip_trigram_table, strongest_sources, token_dump, token_variants, variant_ranks)
 
 
 def make_model(cfg, n_layers=1, init_std=0.3, seed=0):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .circuits import w_ov
-from .model import AttnOnlyTransformer
+from .model import AttnOnlyTransformer, loss_fn
 
 Path = tuple[tuple[int, int], ...]
 
@@ -69,3 +69,35 @@ def path_expansion_logits(model: AttnOnlyTransformer, tokens: torch.Tensor,
         terms = torch.stack([terms[lengths == o].sum(0) for o in orders])
         return terms @ model.unembed.W_U, orders
     return terms @ model.unembed.W_U, paths
+
+
+@torch.no_grad()
+def head_term_losses(model: AttnOnlyTransformer, windows: torch.Tensor, batch_size: int = 4) -> dict:
+    """Loss (nats) of the direct path alone, of the direct path plus each head alone, and of all terms of the
+    one-layer expansion (module docstring).
+
+    windows [batch, pos + 1] (inputs ``w[:, :-1]``, targets ``w[:, 1:]``); patterns frozen from the real
+    forward pass (``path_expansion_residual``). Returns ``{"direct": float, "heads": tensor [n_heads]
+    (direct + head h), "all": float, "model": float}``; "all" equals "model" up to rounding.
+    """
+    if model.cfg.n_layers != 1:
+        raise ValueError(f"head_term_losses is for one-layer models, got {model.cfg.n_layers} layers")
+    windows = torch.as_tensor(windows)
+    H = model.cfg.n_heads
+    sums = torch.zeros(H + 3, dtype=torch.float64)  # direct, heads..., all, model
+    count = 0
+    W_U = model.unembed.W_U
+    for start in range(0, len(windows), batch_size):
+        w = windows[start:start + batch_size]
+        inputs, targets = w[:, :-1], w[:, 1:]
+        logits, cache = model.run_with_cache(inputs)
+        terms, paths = path_expansion_residual(model, inputs, cache)  # [1 + H, b, p, d_model]
+        assert paths[0] == () and len(paths) == H + 1
+        combos = [terms[0]] + [terms[0] + terms[1 + h] for h in range(H)] + [terms.sum(0)]
+        for i, resid in enumerate(combos):
+            sums[i] += float(loss_fn(resid @ W_U, targets, per_token=True).double().sum())
+        sums[-1] += float(loss_fn(logits, targets, per_token=True).double().sum())
+        count += targets.numel()
+    means = sums / count
+    return {"direct": float(means[0]), "heads": means[1:H + 1].float(), "all": float(means[H + 1]),
+            "model": float(means[H + 2])}
