@@ -21,8 +21,9 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[2]
-EMBEDDED_PATH = ROOT / "data" / "corpus" / "corpus.parquet"
+from .paths import data_dir
+
+EMBEDDED_PATH = data_dir() / "corpus" / "corpus.parquet"
 OPENWEBTEXT_HUB_ID = "Skylion007/openwebtext"
 SOURCES = ("embedded", "openwebtext")
 

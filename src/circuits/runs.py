@@ -20,23 +20,13 @@ import numpy as np
 from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .config import Preset, get_preset
 from .model import AttnOnlyTransformer
+from .paths import data_dir, project_root
 
 TRAIN_ENV = "CIRCUITS_TRAIN"
 
 
-def project_root() -> Path:
-    """The repository root: ``$CIRCUITS_HOME``, else the folder above ``src/`` holding ``data/``."""
-    if os.environ.get("CIRCUITS_HOME"):
-        return Path(os.environ["CIRCUITS_HOME"])
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "data").is_dir() and (parent / "pyproject.toml").is_file():
-            return parent
-    raise FileNotFoundError(f"cannot find the project root above {here}; set CIRCUITS_HOME")
-
-
 def published_dir(preset: Preset, n_layers: int) -> Path:
-    return project_root() / "data" / "checkpoints" / preset.name / f"{n_layers}l"
+    return data_dir() / "checkpoints" / preset.name / f"{n_layers}l"
 
 
 def run_dir(preset: Preset, n_layers: int) -> Path:

@@ -13,8 +13,9 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKENIZER_DIR = ROOT / "data" / "tokenizer"
+from .paths import data_dir
+
+TOKENIZER_DIR = data_dir() / "tokenizer"
 EOS = "<|endoftext|>"
 TOKENIZERS = ("bpe8k", "gpt2")
 

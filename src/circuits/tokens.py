@@ -17,13 +17,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .batches import iter_eval_batches, sample_batch
+from .paths import data_dir
 from .tokenizer import TOKENIZER_DIR, load_tokenizer
 
 __all__ = ["prepare_tokens", "load_tokens", "check_token_range", "sample_batch",
            "iter_eval_batches"]
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKENS_DIR = ROOT / "data" / "tokens"
+TOKENS_DIR = data_dir() / "tokens"
 FORMAT_VERSION = 1  # bump when the encoding changes, to invalidate old caches
 CHUNK_DOCS = 1000  # documents per encode_batch call: big enough to keep both cores busy
 
