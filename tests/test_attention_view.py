@@ -12,8 +12,8 @@ import torch
 from IPython.display import HTML
 
 from circuits.attention_view import (JS_CORE, attention_data, attention_html, decode_data, display_attention,
-                                     extract_data, find_repeated_passage, most_repeated_name, value_norms,
-                                     value_weighted)
+                                     find_repeated_passage, most_repeated_name, value_norms, value_weighted)
+from circuits.html_snippet import extract_data
 from circuits.model import AttnOnlyTransformer
 
 NODE = shutil.which("node")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.token_browser import JS_CORE, browser_data, browser_html, display_browser, extract_data
+from circuits.html_snippet import extract_data
+from circuits.token_browser import JS_CORE, browser_data, browser_html, display_browser
 
 NODE = shutil.which("node")
 WORDS = [" the", "Elizabeth", " Elizabeth", "\n", "</script><b>&", " elizabeth", "x", " of", " Darcy", "y"]

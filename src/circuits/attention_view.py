@@ -1,7 +1,7 @@
 """An offline attention viewer: text as token spans, hover a token to see where it attends.
 
-``attention_html`` returns one self-contained HTML+JS snippet (no external script, no CDN, no
-URL), so it works in a static Jupyter Book page offline and in a notebook. Controls pick the layer
+``attention_html`` returns one self-contained HTML+JS snippet (``html_snippet``: no external script, no CDN,
+no URL), so it works in a static Jupyter Book page offline and in a notebook. Controls pick the layer
 and head, and switch to value-weighted attention; hovering a (destination) token colours every
 earlier (source) token by the attention it receives; clicking pins the destination.
 
@@ -15,19 +15,15 @@ Value-weighted attention (Kobayashi et al. 2020): ``A[t, s] ||v_s|| / sum_s' A[t
 
 from __future__ import annotations
 
-import hashlib
 import html
-import itertools
-import json
-import re
 
 import numpy as np
 import torch
 
+from .html_snippet import as_display, render
 from .model import AttnOnlyTransformer
 
 SCALE = 1000  # stored integers are round(SCALE * value): 3 decimals
-_ids = itertools.count()
 
 
 def value_norms(model: AttnOnlyTransformer, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -86,12 +82,6 @@ def decode_data(data: dict) -> tuple[np.ndarray, np.ndarray | None]:
     pats[:, rows, cols] = np.asarray(data["patterns"]) / data["scale"]
     values = None if data["values"] is None else (np.asarray(data["values"]) / data["scale"]).reshape(L, H, n)
     return pats.reshape(L, H, n, n), values
-
-
-def _json_for_script(data: dict) -> str:
-    """Compact JSON safe inside <script>: no '<', '>' or '&' that could close the tag."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # Pure functions, also run by the tests under node: the row of weights a destination token gives.
@@ -177,77 +167,10 @@ def attention_html(tokens_str: list[str], patterns: np.ndarray, values_norm: np.
     tokens_str: the text as one string per token [pos]; patterns [layer, head, dst, src] (causal,
     rows summing to 1); values_norm [layer, head, src] (``value_norms``) enables value weighting.
     """
-    data = _json_for_script(encode_data(tokens_str, patterns, values_norm))
-    digest = hashlib.sha256(data.encode("utf-8")).hexdigest()[:10]
-    view_id = f"circuits-attn-{digest}-{next(_ids)}"  # deterministic for a given page build
-    plain = html.escape("".join(tokens_str))
-    return _TEMPLATE % {"id": view_id, "data": data, "core": JS_CORE, "ui": _JS_UI % {"id": view_id},
-                        "plain": plain}
+    return render(_TEMPLATE, "circuits-attn", encode_data(tokens_str, patterns, values_norm), JS_CORE, _JS_UI,
+                  html.escape("".join(tokens_str)))
 
 
 def display_attention(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None):
     """``attention_html`` wrapped as an ``IPython.display.HTML`` for a notebook cell."""
-    from IPython.display import HTML
-
-    return HTML(attention_html(tokens_str, patterns, values_norm))
-
-
-def extract_data(snippet: str) -> dict:
-    """The JSON data embedded in an ``attention_html`` snippet (for tests and inspection)."""
-    match = re.search(r'<script type="application/json">(.*?)</script>', snippet, re.S)
-    if match is None:
-        raise ValueError("no attention data in this snippet")
-    return json.loads(match.group(1))
-
-
-# ---- a real passage to look at ----------------------------------------------------------------
-def most_repeated_name(text: str, min_len: int = 4) -> tuple[str | None, int]:
-    """The capitalised word (>= ``min_len`` letters) that recurs most in ``text`` and never appears in
-    lower case there (so names, not sentence-initial words), with its count; ``(None, 0)`` if none."""
-    lower = set(re.findall(r"\b[a-z]+\b", text))
-    counts: dict[str, int] = {}
-    for word in re.findall(r"\b[A-Z][a-z]{%d,}\b" % (min_len - 1), text):
-        if word.lower() not in lower:
-            counts[word] = counts.get(word, 0) + 1
-    if not counts:
-        return None, 0
-    name = max(counts, key=lambda w: (counts[w], -text.index(w)))  # ties: the earliest
-    return name, counts[name]
-
-
-def find_repeated_passage(docs, tokenizer, n_tokens: int = 200, source: str | None = None) -> dict | None:
-    """The window of ``n_tokens`` tokens (stride n_tokens // 4, starting at a sentence where possible)
-    in which one name recurs most often.
-
-    docs: rows with ``text``, ``source``, ``doc_id`` (e.g. a corpus split); tokenizer: a Hugging Face
-    tokenizer. Returns ``doc_id``, ``source``, ``start`` (token offset), ``token_ids``, ``tokens_str``
-    (one string per token), ``text``, ``name``, ``count``; None when no window has a name.
-    """
-    best = None
-    for doc in docs:
-        if source is not None and doc["source"] != source:
-            continue
-        ids = tokenizer.encode(doc["text"], add_special_tokens=False)
-        ends = [tokenizer.decode([i]).rstrip(" \"'").endswith((".", "!", "?", "\n")) for i in ids]
-        starts = {next((j for j in range(s, min(s + n_tokens // 4, len(ids))) if j == 0 or ends[j - 1]), s)
-                  for s in range(0, max(1, len(ids) - n_tokens + 1), max(1, n_tokens // 4))}
-        for start in sorted(starts):  # each snapped forward to a sentence start when one is near
-            window = ids[start:start + n_tokens]
-            name, count = most_repeated_name(tokenizer.decode(window))
-            if count and (best is None or count > best["count"]):
-                best = {"doc_id": doc["doc_id"], "source": doc["source"], "start": start,
-                        "token_ids": window, "name": name, "count": count}
-    if best is not None:
-        best["tokens_str"] = [tokenizer.decode([i]) for i in best["token_ids"]]
-        best["text"] = "".join(best["tokens_str"])
-    return best
-
-
-def repeated_passage(n_tokens: int = 200, source: str | None = "janeaustenr", corpus: str = "embedded",
-                     tokenizer: str = "bpe8k") -> dict | None:
-    """``find_repeated_passage`` over the validation split of ``corpus`` (held-out text), e.g. a Jane
-    Austen chapter where a character's name recurs. ``n_tokens`` must not exceed the model's n_ctx."""
-    from .corpus import load_corpus
-    from .tokenizer import load_tokenizer
-
-    return find_repeated_passage(load_corpus(corpus)["validation"], load_tokenizer(tokenizer), n_tokens, source)
+    return as_display(attention_html(tokens_str, patterns, values_norm))

@@ -10,17 +10,14 @@ frequent tokens get small numbers (about 1 MB for 2000 tokens x 8 heads x 3 list
 
 from __future__ import annotations
 
-import hashlib
 import html
-import itertools
-import json
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-_ids = itertools.count()
+from .html_snippet import as_display, render
+
 KINDS = ("ov_out", "qk_src", "qk_dst")
 
 
@@ -38,12 +35,6 @@ def browser_data(dump: dict[str, torch.Tensor], token_ids: Sequence[int], decode
     index = {t: i for i, t in enumerate(order)}
     rows = [[index[t], int(counts[t]), [index[int(x)] for x in lists[i].tolist()]] for i, t in enumerate(token_ids)]
     return {"heads": H, "k": k, "names": [decode(t) for t in order], "rows": rows}
-
-
-def _json_for_script(data: dict) -> str:
-    """Compact JSON safe inside <script>: no '<', '>' or '&' that could close the tag."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # Pure functions, also run by the tests under node.
@@ -123,23 +114,10 @@ _TEMPLATE = """<div id="%(id)s" class="circuits-token-browser">
 
 def browser_html(data: dict) -> str:
     """The self-contained snippet for ``browser_data(...)``."""
-    text = _json_for_script(data)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
-    view_id = f"circuits-tokens-{digest}-{next(_ids)}"
     plain = html.escape(f"The token table needs JavaScript ({len(data['rows'])} tokens).")
-    return _TEMPLATE % {"id": view_id, "data": text, "core": JS_CORE, "ui": _JS_UI % {"id": view_id}, "plain": plain}
+    return render(_TEMPLATE, "circuits-tokens", data, JS_CORE, _JS_UI, plain)
 
 
 def display_browser(data: dict):
     """``browser_html`` as an ``IPython.display.HTML`` for a notebook cell."""
-    from IPython.display import HTML
-
-    return HTML(browser_html(data))
-
-
-def extract_data(snippet: str) -> dict:
-    """The JSON data embedded in a ``browser_html`` snippet (for tests and inspection)."""
-    match = re.search(r'<script type="application/json">(.*?)</script>', snippet, re.S)
-    if match is None:
-        raise ValueError("no token data in this snippet")
-    return json.loads(match.group(1))
+    return as_display(browser_html(data))
