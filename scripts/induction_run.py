@@ -4,6 +4,7 @@ For machines that have torch but not HF ``datasets`` (which only preparing token
 prepare ``data/tokens/<corpus>-<tokenizer>/`` here (``python -m circuits.cli tokens``), carry it, then
 
     python scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu/2l
+    python scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/trial/2l --set d_model=128 d_head=16
     python benchmarks/time_to_induction.py runs/gpu-cpu/2l/log.jsonl
 """
 
@@ -13,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from circuits import unembed_loss
-from circuits.config import get_preset
+from circuits.config import get_preset, override
 from circuits.tokens import TOKENS_DIR, load_tokens
 from circuits.train import train
 
@@ -24,12 +25,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--stop-at-step", type=int, default=None)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="trial overrides of the preset: d_model=128, train.lr=1e-2, total_tokens.2=20e6, ...")
     ap.add_argument("--compiled-loss", action="store_true",
                     help="the fused loss's chunk chain through torch.compile on GPU (unembed_loss.COMPILED_ON)")
     args = ap.parse_args()
     if args.compiled_loss:
         unembed_loss.COMPILED_ON = ("cuda",)
-    preset = get_preset(args.preset)
+    preset = override(get_preset(args.preset), args.set)
     directory = TOKENS_DIR / f"{preset.data.corpus}-{preset.data.tokenizer}"
     tokens = {split: load_tokens(directory, split) for split in ("train", "validation")}
     train(preset.model_config(args.layers), preset.train_config(args.layers), tokens, args.run_dir,

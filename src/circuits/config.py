@@ -147,6 +147,53 @@ def get_preset(name: str | None = None) -> Preset:
     return PRESETS[name]
 
 
+def _parse_like(current, text: str, key: str):
+    """``text`` as a value of ``current``'s type (None fields take a float)."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if isinstance(current, tuple):
+            return tuple(float(x) for x in text.split(","))
+        if isinstance(current, int):
+            number = float(text)  # "20e6" is an int too
+            if not number.is_integer():
+                raise ValueError(text)
+            return int(number)
+        if isinstance(current, (float, type(None))):
+            return None if text.lower() == "none" else float(text)
+        return type(current)(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r}: expected a value like {current!r}") from None
+
+
+def override(preset: Preset, assignments: list[str]) -> Preset:
+    """A copy of ``preset`` with ``key=value`` assignments, for training trials (``scripts/induction_run.py``).
+
+    Keys: a preset field (``d_model``, ``n_heads``, ``d_head``, ``n_ctx``, ``embed_init_std``, ...),
+    ``train.<field>`` (``train.lr``, ``train.batch_size``, ...) or ``total_tokens.<n_layers>``. Values
+    are parsed as the field's current type; tuples as comma lists (``train.betas=0.9,0.99``).
+    """
+    train, totals, top = preset.train, dict(preset.total_tokens), {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        group, _, name = key.partition(".")
+        if group == "train" and name in {f.name for f in dataclasses.fields(TrainConfig)}:
+            train = dataclasses.replace(train, **{name: _parse_like(getattr(train, name), text, key)})
+        elif group == "total_tokens" and name.isdigit():
+            totals[int(name)] = _parse_like(0, text, key)
+        elif not name and key in {f.name for f in dataclasses.fields(Preset)} - {"name", "data", "train",
+                                                                                  "total_tokens"}:
+            top[key] = _parse_like(getattr(preset, key), text, key)
+        else:
+            raise ValueError(f"unknown override key {key!r}: use a preset field, train.<field> or "
+                             f"total_tokens.<n_layers>")
+    return dataclasses.replace(preset, train=train, total_tokens=totals, **top)
+
+
 def to_json(cfg) -> str:
     """A config as JSON (tuples become lists; ``from_json`` turns them back)."""
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
