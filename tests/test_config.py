@@ -23,6 +23,7 @@ def test_override_sets_model_train_and_length_fields_and_leaves_the_preset_alone
     ("name=other", "unknown override key 'name'"),
     ("d_model=1.5", "d_model='1.5': expected a value like 256"),
     ("train.compile=maybe", "expected a value like False"),
+    ("train.lr=none", "train.lr='none': expected a value like 0.005"),
 ])
 def test_bad_overrides_are_named(item, message):
     with pytest.raises(ValueError, match=message):

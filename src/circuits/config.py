@@ -147,9 +147,14 @@ def get_preset(name: str | None = None) -> Preset:
     return PRESETS[name]
 
 
-def _parse_like(current, text: str, key: str):
-    """``text`` as a value of ``current``'s type (None fields take a float)."""
+def _parse_like(current, text: str, key: str, nullable: bool = False):
+    """``text`` as a value of ``current``'s type; ``none`` only where the field may be None
+    (``nullable``; a None field takes a float)."""
     try:
+        if text.lower() == "none":
+            if not nullable:
+                raise ValueError(text)
+            return None
         if isinstance(current, bool):
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(text)
@@ -162,7 +167,7 @@ def _parse_like(current, text: str, key: str):
                 raise ValueError(text)
             return int(number)
         if isinstance(current, (float, type(None))):
-            return None if text.lower() == "none" else float(text)
+            return float(text)
         return type(current)(text)
     except ValueError:
         raise ValueError(f"{key}={text!r}: expected a value like {current!r}") from None
@@ -173,21 +178,25 @@ def override(preset: Preset, assignments: list[str]) -> Preset:
 
     Keys: a preset field (``d_model``, ``n_heads``, ``d_head``, ``n_ctx``, ``embed_init_std``, ...),
     ``train.<field>`` (``train.lr``, ``train.batch_size``, ...) or ``total_tokens.<n_layers>``. Values
-    are parsed as the field's current type; tuples as comma lists (``train.betas=0.9,0.99``).
+    are parsed as the field's current type; tuples as comma lists (``train.betas=0.9,0.99``); ``none``
+    where the field's type allows None.
     """
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    preset_fields = {f.name: f for f in dataclasses.fields(Preset) if f.name not in ("name", "data", "train",
+                                                                                        "total_tokens")}
     train, totals, top = preset.train, dict(preset.total_tokens), {}
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
         group, _, name = key.partition(".")
-        if group == "train" and name in {f.name for f in dataclasses.fields(TrainConfig)}:
-            train = dataclasses.replace(train, **{name: _parse_like(getattr(train, name), text, key)})
+        if group == "train" and name in train_fields:
+            value = _parse_like(getattr(train, name), text, key, "None" in str(train_fields[name].type))
+            train = dataclasses.replace(train, **{name: value})
         elif group == "total_tokens" and name.isdigit():
             totals[int(name)] = _parse_like(0, text, key)
-        elif not name and key in {f.name for f in dataclasses.fields(Preset)} - {"name", "data", "train",
-                                                                                  "total_tokens"}:
-            top[key] = _parse_like(getattr(preset, key), text, key)
+        elif not name and key in preset_fields:
+            top[key] = _parse_like(getattr(preset, key), text, key, "None" in str(preset_fields[key].type))
         else:
             raise ValueError(f"unknown override key {key!r}: use a preset field, train.<field> or "
                              f"total_tokens.<n_layers>")
