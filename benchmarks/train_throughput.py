@@ -31,7 +31,7 @@ import torch
 from circuits.config import ModelConfig, get_preset
 from circuits import unembed_loss
 from circuits.model import AttnOnlyTransformer
-from circuits.train import effective_precision, make_optimizer, training_step
+from circuits.train import effective_precision, make_optimizer, maybe_compile, training_step
 
 
 def model_flops_per_token(cfg: ModelConfig) -> float:
@@ -85,7 +85,7 @@ def interleaved_rates(steps: dict, batch: torch.Tensor, n_steps: int, repeats: i
 def ours_step(cfg: ModelConfig, train_cfg, device: torch.device):
     model = AttnOnlyTransformer(cfg).to(device)
     opt = make_optimizer(model, train_cfg)
-    fwd = torch.compile(model) if train_cfg.compile and device.type == "cuda" else model  # as train() does
+    fwd = maybe_compile(model, train_cfg, device)  # as train() does
     return lambda batch: training_step(fwd, model, opt, batch, train_cfg, device)
 
 

@@ -40,8 +40,3 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
             raise ValueError(f"${CPU_BF16_ENV} must be 0 or 1, got {forced!r}")
         return forced == "1"
     return _cpu_bf16_detected()
-
-
-def fast_matmul_dtype(device_type: str = "cpu") -> torch.dtype:
-    """bf16 where ``bf16_is_fast``, else fp32."""
-    return torch.bfloat16 if bf16_is_fast(device_type) else torch.float32
