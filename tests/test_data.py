@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from circuits.corpus import EMBEDDED_PATH, load_corpus
-from circuits.tokenizer import load_tokenizer, train_bpe
+from circuits.tokenizer import bpe_name, load_tokenizer, train_bpe
 from circuits.tokens import check_token_range, iter_eval_batches, prepare_tokens, sample_batch
 
 SAMPLE = ("It is a truth universally acknowledged, that a single man...\n\n"
@@ -112,6 +112,17 @@ def test_gpt2_known_ids():
 def test_unknown_tokenizer():
     with pytest.raises(ValueError, match="bpe8k"):
         load_tokenizer("llama")
+
+
+def test_bpe_names():
+    assert bpe_name(8192) == "bpe8k" and bpe_name(4096) == "bpe4k"
+    with pytest.raises(ValueError, match="multiple of 1024"):
+        bpe_name(5000)
+
+
+def test_untrained_bpe_size_names_the_command():
+    with pytest.raises(FileNotFoundError, match="--vocab-size 3072"):
+        load_tokenizer("bpe3k")
 
 
 def test_train_bpe_small():

@@ -99,6 +99,13 @@ def test_too_little_data_is_named(tmp_path, tiny_cfg, tiny_train_cfg):
         train(tiny_cfg, tiny_train_cfg, splits, tmp_path, progress=False)
 
 
+def test_tokens_beyond_the_vocabulary_are_named(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    splits = dict(markov_splits, validation=np.full(500, tiny_cfg.d_vocab, dtype=np.uint16))
+    with pytest.raises(ValueError, match=f"validation split holds token id {tiny_cfg.d_vocab} but the vocabulary"):
+        train(tiny_cfg, tiny_train_cfg, splits, tmp_path, progress=False)
+    assert not (tmp_path / "log.jsonl").exists()  # refused before anything was written
+
+
 DDP_RUN = textwrap.dedent("""
     import sys, numpy as np, torch, torch.distributed as dist
     from circuits.config import ModelConfig, TrainConfig, from_json

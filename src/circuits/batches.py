@@ -1,4 +1,5 @@
-"""Training and validation windows cut from a flat token stream (a memmap of a split)."""
+"""Training and validation windows cut from a flat token stream (a memmap of a split), and the check that
+the stream's ids fit the model's vocabulary."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def iter_eval_batches(tokens: np.ndarray, batch_size: int, n_ctx: int, n_batches
     for i in range(n_batches):
         chunk = starts[i * batch_size: (i + 1) * batch_size]
         yield torch.from_numpy(np.stack([np.asarray(tokens[s: s + n_ctx + 1], dtype=np.int64) for s in chunk]))
+
+
+def check_token_range(tokens: np.ndarray, d_vocab: int, what: str = "token stream") -> None:
+    """Raise ``ValueError`` if any id is >= ``d_vocab``: an embedding lookup must never wrap."""
+    if len(tokens) == 0:
+        return
+    top = max(int(tokens[i:i + (1 << 26)].max()) for i in range(0, len(tokens), 1 << 26))
+    if top >= d_vocab:
+        raise ValueError(f"{what} holds token id {top} but the vocabulary has only {d_vocab} ids "
+                         "(tokens built with another tokenizer? delete them and rebuild)")

@@ -177,14 +177,16 @@ def override(preset: Preset, assignments: list[str]) -> Preset:
     """A copy of ``preset`` with ``key=value`` assignments, for training trials (``scripts/induction_run.py``).
 
     Keys: a preset field (``d_model``, ``n_heads``, ``d_head``, ``n_ctx``, ``embed_init_std``, ...),
-    ``train.<field>`` (``train.lr``, ``train.batch_size``, ...) or ``total_tokens.<n_layers>``. Values
+    ``train.<field>`` (``train.lr``, ``train.batch_size``, ...), ``data.<field>`` (``data.tokenizer=bpe4k``,
+    with ``d_vocab=4096`` to match) or ``total_tokens.<n_layers>``. Values
     are parsed as the field's current type; tuples as comma lists (``train.betas=0.9,0.99``); ``none``
     where the field's type allows None.
     """
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     preset_fields = {f.name: f for f in dataclasses.fields(Preset) if f.name not in ("name", "data", "train",
                                                                                         "total_tokens")}
-    train, totals, top = preset.train, dict(preset.total_tokens), {}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    train, data, totals, top = preset.train, preset.data, dict(preset.total_tokens), {}
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep:
@@ -193,14 +195,16 @@ def override(preset: Preset, assignments: list[str]) -> Preset:
         if group == "train" and name in train_fields:
             value = _parse_like(getattr(train, name), text, key, "None" in str(train_fields[name].type))
             train = dataclasses.replace(train, **{name: value})
+        elif group == "data" and name in data_fields:
+            data = dataclasses.replace(data, **{name: _parse_like(getattr(data, name), text, key)})
         elif group == "total_tokens" and name.isdigit():
             totals[int(name)] = _parse_like(0, text, key)
         elif not name and key in preset_fields:
             top[key] = _parse_like(getattr(preset, key), text, key, "None" in str(preset_fields[key].type))
         else:
-            raise ValueError(f"unknown override key {key!r}: use a preset field, train.<field> or "
-                             f"total_tokens.<n_layers>")
-    return dataclasses.replace(preset, train=train, total_tokens=totals, **top)
+            raise ValueError(f"unknown override key {key!r}: use a preset field, train.<field>, "
+                             f"data.<field> or total_tokens.<n_layers>")
+    return dataclasses.replace(preset, train=train, data=data, total_tokens=totals, **top)
 
 
 def to_json(cfg) -> str:

@@ -1,4 +1,5 @@
-"""Tokenizers: our byte-level BPE (``bpe8k``) and GPT-2's, both from files in ``data/tokenizer``.
+"""Tokenizers: our byte-level BPEs (``bpe8k``, and any ``bpe<N>k`` trained by
+``scripts/train_tokenizer.py``) and GPT-2's, all from files in ``data/tokenizer``.
 
 Nothing here touches the network unless ``hub_id`` is passed explicitly.
 ``<|endoftext|>`` separates documents (and starts the text) in both; it is id 0 in ``bpe8k``
@@ -7,6 +8,7 @@ and 50256 in ``gpt2``, so code must use ``tokenizer.eos_token_id`` rather than a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -17,7 +19,15 @@ from .paths import data_dir
 
 TOKENIZER_DIR = data_dir() / "tokenizer"
 EOS = "<|endoftext|>"
-TOKENIZERS = ("bpe8k", "gpt2")
+TOKENIZERS = ("bpe8k", "gpt2")  # committed; other bpe<N>k are local trials (README, trials table)
+BPE_NAME = re.compile(r"bpe(\d+)k")
+
+
+def bpe_name(vocab_size: int) -> str:
+    """``bpe8k`` for 8192: the directory name of our BPE with ``vocab_size`` tokens (a multiple of 1024)."""
+    if vocab_size <= 0 or vocab_size % 1024:
+        raise ValueError(f"vocab_size {vocab_size} is not a positive multiple of 1024")
+    return f"bpe{vocab_size // 1024}k"
 
 
 def _byte_level(model: models.Model) -> Tokenizer:
@@ -53,17 +63,18 @@ def save_bpe(tok: Tokenizer, directory: Path) -> None:
 
 
 def load_tokenizer(name: str, hub_id: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer ``name`` ("bpe8k" or "gpt2") from the committed files, offline.
+    """The tokenizer ``name`` ("bpe8k", another "bpe<N>k", or "gpt2") from local files, offline.
 
     ``hub_id`` (e.g. ``"gpt2"``) loads from the Hugging Face hub instead; never the default.
     """
     if hub_id is not None:
         fast = AutoTokenizer.from_pretrained(hub_id)
-    elif name == "bpe8k":
-        path = TOKENIZER_DIR / "bpe8k" / "tokenizer.json"
+    elif BPE_NAME.fullmatch(name):
+        path = TOKENIZER_DIR / name / "tokenizer.json"
         if not path.exists():
+            size = int(BPE_NAME.fullmatch(name).group(1)) * 1024
             raise FileNotFoundError(f"{path} not found; train it with "
-                                    "`python scripts/train_tokenizer.py`")
+                                    f"`python scripts/train_tokenizer.py --vocab-size {size}`")
         fast = _wrap(Tokenizer.from_file(str(path)))
     elif name == "gpt2":
         d = TOKENIZER_DIR / "gpt2"

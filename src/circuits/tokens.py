@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .batches import iter_eval_batches, sample_batch
+from .batches import check_token_range, iter_eval_batches, sample_batch
 from .paths import data_dir
 from .tokenizer import TOKENIZER_DIR, load_tokenizer
 
@@ -44,16 +44,6 @@ def tokenizer_sha256(name: str) -> str:
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
-
-
-def check_token_range(tokens: np.ndarray, d_vocab: int, what: str = "token stream") -> None:
-    """Raise ``ValueError`` if any id is >= ``d_vocab``: an embedding lookup must never wrap."""
-    if len(tokens) == 0:
-        return
-    top = max(int(tokens[i:i + (1 << 26)].max()) for i in range(0, len(tokens), 1 << 26))
-    if top >= d_vocab:
-        raise ValueError(f"{what} holds token id {top} but the vocabulary has only {d_vocab} ids "
-                         "(tokens built with another tokenizer? delete them and rebuild)")
 
 
 def _encode_split(texts, tok, eos: int, dtype, path: Path, desc: str) -> tuple[int, int]:

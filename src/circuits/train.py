@@ -35,7 +35,7 @@ from .induction import (in_context_learning_score, per_token_loss, prefix_matchi
                         previous_token_scores, repeated_random_tokens)
 from .model import AttnOnlyTransformer
 from .precision import bf16_is_fast
-from .batches import iter_eval_batches, sample_batch
+from .batches import check_token_range, iter_eval_batches, sample_batch
 from .trainlog import append_rows, truncate_log
 
 LOG_EVERY = 10  # steps between train-loss rows in log.jsonl
@@ -205,6 +205,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
     for split in ("train", "validation"):
         if len(tokens[split]) < model_cfg.n_ctx + 2:
             raise ValueError(f"{split} split has {len(tokens[split])} tokens, fewer than n_ctx + 2")
+        # the first 20 M ids, as token_counts reads below: tokens from another tokenizer show up at once,
+        # and a full scan of a paper-size stream would cost minutes at every start
+        check_token_range(tokens[split][:20_000_000], model_cfg.d_vocab, what=f"{split} split")
 
     torch.manual_seed(train_cfg.seed)
     model = AttnOnlyTransformer(model_cfg)
