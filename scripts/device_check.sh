@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one short run (for a lent GPU box; CI has no GPU). Expects data/tokens/embedded-bpe8k
+# The GPU checks in one short run (for a lent GPU box; CI has no GPU). Expects data/tokens/embedded-bpe4k
 # prepared (python -m circuits.cli tokens --preset cpu) and python3 with torch; writes logs to $OUT.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from circuits import unembed_loss
 from circuits.config import get_preset, override
+from circuits.runs import tokenizer_meta
 from circuits.tokens import TOKENS_DIR, load_tokens
 from circuits.train import train
 
@@ -36,7 +37,7 @@ def main() -> None:
     directory = TOKENS_DIR / f"{preset.data.corpus}-{preset.data.tokenizer}"
     tokens = {split: load_tokens(directory, split) for split in ("train", "validation")}
     train(preset.model_config(args.layers), preset.train_config(args.layers), tokens, args.run_dir,
-          data_cfg=preset.data, stop_at_step=args.stop_at_step)
+          data_cfg=preset.data, stop_at_step=args.stop_at_step, model_meta=tokenizer_meta(preset))
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_most_repeated_name():
 def test_find_repeated_passage_with_the_committed_tokenizer():
     from circuits.tokenizer import load_tokenizer
 
-    tok = load_tokenizer("bpe8k")
+    tok = load_tokenizer("bpe4k")
     filler = "It was a fine day and the garden was quiet. " * 6
     docs = [{"text": filler * 3, "source": "a", "doc_id": "a/1"},
             {"text": filler + "Then Harriet spoke to Harriet's friend, and Harriet smiled. " + filler,

@@ -97,12 +97,12 @@ def test_openwebtext_code_path_on_local_data(tmp_path, layout):
 # ---------------------------------------------------------------- tokenizers
 
 
-@pytest.mark.parametrize("name", ["bpe8k", "gpt2"])
+@pytest.mark.parametrize("name", ["bpe4k", "bpe8k", "gpt2"])
 def test_tokenizer_round_trip(name):
     tok = load_tokenizer(name)
     assert tok.decode(tok.encode(SAMPLE)) == SAMPLE
-    assert tok.eos_token_id == {"bpe8k": 0, "gpt2": 50256}[name]
-    assert len(tok) == {"bpe8k": 8192, "gpt2": 50257}[name]
+    assert tok.eos_token_id == {"bpe4k": 0, "bpe8k": 0, "gpt2": 50256}[name]
+    assert len(tok) == {"bpe4k": 4096, "bpe8k": 8192, "gpt2": 50257}[name]
 
 
 def test_gpt2_known_ids():
@@ -110,7 +110,7 @@ def test_gpt2_known_ids():
 
 
 def test_unknown_tokenizer():
-    with pytest.raises(ValueError, match="bpe8k"):
+    with pytest.raises(ValueError, match="bpe4k"):
         load_tokenizer("llama")
 
 
@@ -138,8 +138,8 @@ def test_prepare_tokens_round_trip_and_cache(tmp_path):
     path = tmp_path / "c.parquet"
     write_corpus(path)
     out = tmp_path / "tokens"
-    arrays = prepare_tokens("embedded", "bpe8k", out_dir=out, corpus_path=path)
-    tok = load_tokenizer("bpe8k")
+    arrays = prepare_tokens("embedded", "bpe4k", out_dir=out, corpus_path=path)
+    tok = load_tokenizer("bpe4k")
     splits = load_corpus(path=path)
     for split, arr in arrays.items():
         assert arr.dtype == np.uint16
@@ -147,10 +147,10 @@ def test_prepare_tokens_round_trip_and_cache(tmp_path):
         assert tok.decode(np.asarray(arr).tolist()) == "".join(d + "<|endoftext|>" for d in docs)
         assert json.loads((out / f"{split}.json").read_text())["count"] == len(arr)
     stamp = (out / "train.bin").stat().st_mtime_ns
-    prepare_tokens("embedded", "bpe8k", out_dir=out, corpus_path=path)  # cached: untouched
+    prepare_tokens("embedded", "bpe4k", out_dir=out, corpus_path=path)  # cached: untouched
     assert (out / "train.bin").stat().st_mtime_ns == stamp
     write_corpus(path, n_docs=620)  # a changed corpus is re-encoded
-    again = prepare_tokens("embedded", "bpe8k", out_dir=out, corpus_path=path)
+    again = prepare_tokens("embedded", "bpe4k", out_dir=out, corpus_path=path)
     assert len(again["train"]) + len(again["validation"]) > len(arrays["train"]) + len(
         arrays["validation"])
 
@@ -159,12 +159,12 @@ def test_out_of_vocab_ids_raise(tmp_path):
     path = tmp_path / "c.parquet"
     write_corpus(path)
     out = tmp_path / "tokens"
-    arrays = prepare_tokens("embedded", "bpe8k", out_dir=out, corpus_path=path)
+    arrays = prepare_tokens("embedded", "bpe4k", out_dir=out, corpus_path=path)
     bad = np.memmap(out / "train.bin", dtype=np.uint16, mode="r+", shape=arrays["train"].shape)
-    bad[3] = 9000  # >= 8192: would index past W_E
+    bad[3] = 5000  # >= 4096: would index past W_E
     bad.flush()
-    with pytest.raises(ValueError, match="9000"):
-        prepare_tokens("embedded", "bpe8k", out_dir=out, corpus_path=path)
+    with pytest.raises(ValueError, match="5000"):
+        prepare_tokens("embedded", "bpe4k", out_dir=out, corpus_path=path)
     with pytest.raises(ValueError):
         check_token_range(np.array([1, 2, 61]), d_vocab=61)
 

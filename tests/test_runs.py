@@ -61,7 +61,7 @@ def test_model_of_another_tokenizer_is_refused(home):
     smoke = get_preset("smoke")
     folder = runs.run_dir(smoke, 0)
     save_model(AttnOnlyTransformer(smoke.model_config(0)), folder / "model.safetensors",
-               extra={"tokenizer": "bpe8k", "tokenizer_sha256": "0" * 64})
+               extra={"tokenizer": "bpe4k", "tokenizer_sha256": "0" * 64})
     with pytest.raises(runs.CheckpointError, match="trained with tokenizer files of sha256 0000"):
         runs.load_preset_model(0, smoke)
 

@@ -220,11 +220,12 @@ def find_repeated_passage(docs, tokenizer, n_tokens: int = 200, source: str | No
     return best
 
 
-def repeated_passage(n_tokens: int = 200, source: str | None = "janeaustenr", corpus: str = "embedded",
-                     tokenizer: str = "bpe8k") -> dict | None:
-    """``find_repeated_passage`` over the validation split of ``corpus`` (held-out text), e.g. a Jane
-    Austen chapter where a character's name recurs. ``n_tokens`` must not exceed the model's n_ctx."""
+def repeated_passage(data, n_tokens: int = 200, source: str | None = "janeaustenr") -> dict | None:
+    """``find_repeated_passage`` over the validation split of a preset's corpus (held-out text), tokenized
+    with the preset's tokenizer (``data``: its ``DataConfig``), e.g. a Jane Austen chapter where a
+    character's name recurs. ``n_tokens`` must not exceed the model's n_ctx."""
     from .corpus import load_corpus
     from .tokenizer import load_tokenizer
 
-    return find_repeated_passage(load_corpus(corpus)["validation"], load_tokenizer(tokenizer), n_tokens, source)
+    return find_repeated_passage(load_corpus(data.corpus)["validation"], load_tokenizer(data.tokenizer),
+                                 n_tokens, source)

@@ -1,8 +1,8 @@
-"""Tokenizers: our byte-level BPEs (``bpe8k``, and any ``bpe<N>k`` trained by
-``scripts/train_tokenizer.py``) and GPT-2's, all from files in ``data/tokenizer``.
+"""Tokenizers: our byte-level BPEs (``bpe4k``, used by the presets; ``bpe8k``, used by the earlier trials; any
+other ``bpe<N>k`` trained by ``scripts/train_tokenizer.py``) and GPT-2's, all from files in ``data/tokenizer``.
 
 Nothing here touches the network unless ``hub_id`` is passed explicitly.
-``<|endoftext|>`` separates documents (and starts the text) in both; it is id 0 in ``bpe8k``
+``<|endoftext|>`` separates documents (and starts the text) in all; it is id 0 in our BPEs
 and 50256 in ``gpt2``, so code must use ``tokenizer.eos_token_id`` rather than a constant.
 """
 
@@ -19,12 +19,12 @@ from .paths import data_dir
 
 TOKENIZER_DIR = data_dir() / "tokenizer"
 EOS = "<|endoftext|>"
-TOKENIZERS = ("bpe8k", "gpt2")  # committed; other bpe<N>k are local trials (README, trials table)
+TOKENIZERS = ("bpe4k", "bpe8k", "gpt2")  # committed; other bpe<N>k are local trials
 BPE_NAME = re.compile(r"bpe(\d+)k")
 
 
 def bpe_name(vocab_size: int) -> str:
-    """``bpe8k`` for 8192: the directory name of our BPE with ``vocab_size`` tokens (a multiple of 1024)."""
+    """``bpe4k`` for 4096: the directory name of our BPE with ``vocab_size`` tokens (a multiple of 1024)."""
     if vocab_size <= 0 or vocab_size % 1024:
         raise ValueError(f"vocab_size {vocab_size} is not a positive multiple of 1024")
     return f"bpe{vocab_size // 1024}k"
@@ -38,7 +38,7 @@ def _byte_level(model: models.Model) -> Tokenizer:
     return tok
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE on ``texts``; ``<|endoftext|>`` is special token 0."""
     tok = _byte_level(models.BPE())
     trainer = trainers.BpeTrainer(
@@ -63,7 +63,7 @@ def save_bpe(tok: Tokenizer, directory: Path) -> None:
 
 
 def load_tokenizer(name: str, hub_id: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer ``name`` ("bpe8k", another "bpe<N>k", or "gpt2") from local files, offline.
+    """The tokenizer ``name`` ("bpe4k", another "bpe<N>k", or "gpt2") from local files, offline.
 
     ``hub_id`` (e.g. ``"gpt2"``) loads from the Hugging Face hub instead; never the default.
     """
@@ -81,7 +81,7 @@ def load_tokenizer(name: str, hub_id: str | None = None) -> PreTrainedTokenizerF
         fast = _wrap(_byte_level(models.BPE.from_file(str(d / "vocab.json"),
                                                       str(d / "merges.txt"))))
     else:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of {TOKENIZERS}")
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {TOKENIZERS} or another bpe<N>k")
     if fast.eos_token_id is None:
         raise ValueError(f"tokenizer {hub_id or name} has no end-of-text token")
     return fast

@@ -37,7 +37,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def tokenizer_sha256(name: str) -> str:
-    """Hash of the committed tokenizer files, so a retrained ``bpe8k`` invalidates the cache."""
+    """Hash of the committed tokenizer files, so a retrained ``bpe4k`` invalidates the cache."""
     files = sorted((TOKENIZER_DIR / name).glob("*.json")) + sorted(
         (TOKENIZER_DIR / name).glob("*.txt"))
     h = hashlib.sha256()
