@@ -69,12 +69,11 @@ def load_tokenizer(name: str, hub_id: str | None = None) -> PreTrainedTokenizerF
     """
     if hub_id is not None:
         fast = AutoTokenizer.from_pretrained(hub_id)
-    elif BPE_NAME.fullmatch(name):
+    elif bpe := BPE_NAME.fullmatch(name):
         path = TOKENIZER_DIR / name / "tokenizer.json"
         if not path.exists():
-            size = int(BPE_NAME.fullmatch(name).group(1)) * 1024
             raise FileNotFoundError(f"{path} not found; train it with "
-                                    f"`python scripts/train_tokenizer.py --vocab-size {size}`")
+                                    f"`python scripts/train_tokenizer.py --vocab-size {int(bpe.group(1)) * 1024}`")
         fast = _wrap(Tokenizer.from_file(str(path)))
     elif name == "gpt2":
         d = TOKENIZER_DIR / "gpt2"
