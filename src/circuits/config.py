@@ -184,29 +184,37 @@ def override(preset: Preset, assignments: list[str]) -> Preset:
     are parsed as the field's current type; tuples as comma lists (``train.betas=0.9,0.99``); ``none``
     where the field's type allows None.
     """
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    preset_fields = {f.name: f for f in dataclasses.fields(Preset) if f.name not in ("name", "data", "train",
-                                                                                        "total_tokens")}
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    train, data, totals, top = preset.train, preset.data, dict(preset.total_tokens), {}
+    nested = ("name", "data", "train", "total_tokens")  # not assignable as top-level keys
+    top_fields = {f.name for f in dataclasses.fields(Preset)} - set(nested)
+    parts = {"train": preset.train, "data": preset.data}
+    totals, top = dict(preset.total_tokens), preset
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
         group, _, name = key.partition(".")
-        if group == "train" and name in train_fields:
-            value = _parse_like(getattr(train, name), text, key, "None" in str(train_fields[name].type))
-            train = dataclasses.replace(train, **{name: value})
-        elif group == "data" and name in data_fields:
-            data = dataclasses.replace(data, **{name: _parse_like(getattr(data, name), text, key)})
+        if group in parts and name in _field_types(parts[group]):
+            parts[group] = _assign(parts[group], name, text, key)
         elif group == "total_tokens" and name.isdigit():
             totals[int(name)] = _parse_like(0, text, key)
-        elif not name and key in preset_fields:
-            top[key] = _parse_like(getattr(preset, key), text, key, "None" in str(preset_fields[key].type))
+        elif not name and key in top_fields:
+            top = _assign(top, key, text, key)
         else:
             raise ValueError(f"unknown override key {key!r}: use a preset field, train.<field>, "
                              f"data.<field> or total_tokens.<n_layers>")
-    return dataclasses.replace(preset, train=train, data=data, total_tokens=totals, **top)
+    return dataclasses.replace(top, total_tokens=totals, **parts)
+
+
+def _field_types(obj) -> dict[str, str]:
+    """A config dataclass's field names and their declared types, as text."""
+    return {f.name: str(f.type) for f in dataclasses.fields(obj)}
+
+
+def _assign(obj, name: str, text: str, key: str):
+    """A copy of the config ``obj`` with field ``name`` parsed from ``text``; ``none`` only where the field's
+    declared type allows None."""
+    value = _parse_like(getattr(obj, name), text, key, "None" in _field_types(obj)[name])
+    return dataclasses.replace(obj, **{name: value})
 
 
 def to_json(cfg) -> str:
