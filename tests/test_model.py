@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from circuits.config import ModelConfig, get_preset
-from circuits.model import AttnOnlyTransformer
+from circuits.model import AttnOnlyTransformer, causal_attention
 
 
 def randomised(cfg: ModelConfig) -> AttnOnlyTransformer:
@@ -34,6 +34,25 @@ def test_fast_and_explicit_paths_agree(tiny_cfg):
     explicit, _ = model.run_with_cache(tokens)
     assert fast.shape == (3, tiny_cfg.n_ctx, tiny_cfg.d_vocab)
     torch.testing.assert_close(fast, explicit, rtol=1e-4, atol=1e-4)
+
+
+def test_causal_attention_under_cpu_autocast_matches_fp64():
+    """The training kernel leaves bf16 autocast for fp32 on CPU; values and gradients must still be
+    the causal softmax attention, and the output stays in the caller's dtype."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(torch.ones(17, 17).triu(1).bool(), float("-inf"))
+    ref = scores.softmax(-1) @ v
+    ref.sum().backward()
+    ref_grads = [t.grad.clone() for t in (q, k, v)]
+    low = [t.detach().bfloat16().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = causal_attention(*low)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    torch.testing.assert_close(out.double(), ref.detach(), rtol=2e-2, atol=2e-2)
+    for got, want in zip(low, ref_grads):
+        torch.testing.assert_close(got.grad.double(), want, rtol=5e-2, atol=5e-2)
 
 
 def test_head_outputs_sum_to_layer_output(tiny_cfg):

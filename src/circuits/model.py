@@ -69,8 +69,21 @@ class Attention(nn.Module):
         v = x @ self.W_V.permute(1, 0, 2).reshape(d, h * e)
         q, k = qk.view(b, n, 2, h, e).permute(2, 0, 3, 1, 4)
         v = v.view(b, n, h, e).transpose(1, 2)
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, h, n, e]
+        z = causal_attention(q, k, v)  # [b, h, n, e]
         return z.transpose(1, 2).reshape(b, n, h * e) @ self.W_O.reshape(h * e, d)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax_causal(q k^T / sqrt(d_head)) v by torch's fused kernel, [b, h, n, e] in and out.
+
+    On CPU the kernel runs in fp32 even under bf16 autocast: there its bf16 path is slower than its
+    fp32 path at d_head 32 (forward + backward of a [32, 8, 256, 32] batch on an AMX Xeon: 82 ms
+    against 49 ms), and fp32 is the more precise of the two. GPUs keep bf16."""
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with torch.autocast("cpu", enabled=False):  # CPU autocast would cast fp32 inputs back to bf16
+        z = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    return z.to(q.dtype)
 
 
 class Block(nn.Module):
