@@ -49,8 +49,8 @@ def copying_scores(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: int 
     +1: the head boosts only the token it attends to (pure copying); -1: never that token. A head
     that boosts ``m`` random tokens scores about 2/m - 1, i.e. close to -1, not 0. Scale: if the other
     logits spread like N(0, σ²), the ReLU'd total is about 0.4 d_vocab σ, so a head lifting its own
-    token z σ above the mean gets r ≈ 2.5 z / d_vocab: on 8k tokens every head short of a very sharp
-    copier sits within ~0.01 of -1 (compare ``1 + score``, or ``eigen_positivity`` / ``copying_rates``).
+    token z σ above the mean gets r ≈ 2.5 z / d_vocab: on thousands of tokens every head short of a very sharp
+    copier sits within a few hundredths of -1 (compare ``1 + score``, or ``eigen_positivity`` / ``copying_rates``).
     Olsson et al.'s own text was not at hand: this follows ``PAPER.md``'s summary literally.
     Returns [n_layers, n_heads], or [n_heads] for one ``layer``.
     """
