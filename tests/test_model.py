@@ -135,3 +135,25 @@ def test_embedding_init_scale_is_configurable(tiny_cfg):
     model = AttnOnlyTransformer(dataclasses.replace(tiny_cfg, embed_init_std=1.0))
     assert 0.9 < model.embed.W_E.std().item() < 1.1 and 0.8 < model.pos_embed.W_pos.std().item() < 1.2
     assert model.blocks[0].attn.W_Q.std().item() < 0.03
+
+
+def test_sinusoidal_position_init():
+    """pos_init="sinusoidal": W_pos is the sin/cos table at the embedding RMS, the same for every seed;
+    W_E stays random. Unknown names are refused."""
+    import dataclasses
+
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=12, d_vocab=30, embed_init_std=1.0,
+                      pos_init="sinusoidal")
+    torch.manual_seed(0)
+    a = AttnOnlyTransformer(cfg)
+    torch.manual_seed(1)
+    b = AttnOnlyTransformer(cfg)
+    W = a.pos_embed.W_pos
+    torch.testing.assert_close(W, b.pos_embed.W_pos)
+    assert not torch.equal(a.embed.W_E, b.embed.W_E)
+    assert W.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-5)
+    scale = W[:, 1].abs().max()  # column 1 is cos(pos): 1 at pos 0
+    torch.testing.assert_close(W[:, 0] / scale, torch.sin(torch.arange(12.0)))
+    torch.testing.assert_close(W[:, 3] / scale, torch.cos(torch.arange(12.0) / 10000 ** (2 / 16)))
+    with pytest.raises(ValueError, match="pos_init"):
+        dataclasses.replace(cfg, pos_init="rotary")

@@ -86,6 +86,15 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return z.to(q.dtype)
 
 
+def sinusoidal_positions(n_ctx: int, d_model: int, rms: float) -> torch.Tensor:
+    """Vaswani et al.'s table [n_ctx, d_model], scaled so its entries have root mean square ``rms``:
+    columns 2k and 2k+1 are sin and cos of pos / 10000^(2k / d_model) (odd d_model drops the last cos)."""
+    pos = torch.arange(n_ctx, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.stack([torch.sin(pos * freq), torch.cos(pos * freq)], dim=-1).reshape(n_ctx, -1)[:, :d_model]
+    return (table * (rms / table.pow(2).mean().sqrt())).float()
+
+
 class Block(nn.Module):
     """A residual block: x + Attn(x). Named ``blocks.{l}.attn`` as in TransformerLens."""
 
@@ -129,15 +138,21 @@ class AttnOnlyTransformer(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Normal(0, init_std) for every weight, W_O scaled by 1/sqrt(2 n_layers) (GPT-2);
-        W_E and W_pos use ``embed_init_std`` when it is set."""
+        W_E and W_pos use ``embed_init_std`` when it is set, W_pos ``pos_init_std`` when that is;
+        ``pos_init="sinusoidal"`` sets W_pos to ``sinusoidal_positions`` at that std instead."""
         for name, p in self.named_parameters():
             std = self.cfg.init_std
             if name.endswith("W_O"):
                 std /= math.sqrt(2 * self.cfg.n_layers)
             if name.endswith(("W_E", "W_pos")) and self.cfg.embed_init_std is not None:
                 std = self.cfg.embed_init_std
+            if name.endswith("W_pos") and self.cfg.pos_init_std is not None:
+                std = self.cfg.pos_init_std
             with torch.no_grad():
-                p.normal_(0.0, std, generator=generator)
+                if name.endswith("W_pos") and self.cfg.pos_init == "sinusoidal":
+                    p.copy_(sinusoidal_positions(*p.shape, std))
+                else:
+                    p.normal_(0.0, std, generator=generator)
 
     @torch.compiler.disable  # its range check reads values on the host: run it eagerly, outside the graph
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
