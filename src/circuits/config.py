@@ -128,7 +128,8 @@ PRESETS: dict[str, Preset] = {
         d_model=256, n_heads=8, d_head=32, n_ctx=256, d_vocab=4096,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
         # previous-token head formed in 24 M tokens; with both it forms by ~6 M and an induction head by
-        # ~11-17 M with seed 0 (README, trials), though not with every seed (seeds 1 and 2, trial 14)
+        # ~11-17 M with seed 0 (README, trials), though not with every seed (seeds 1 and 2, trial 14;
+        # 12 heads instead of 8 worked for seeds 0-3, trial 17, not adopted yet)
         train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,
                           weight_decay=0.01, eval_every=100, eval_batches=4, checkpoint_every=200,
                           n_snapshots=10),
