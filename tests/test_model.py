@@ -157,3 +157,7 @@ def test_sinusoidal_position_init():
     torch.testing.assert_close(W[:, 3] / scale, torch.cos(torch.arange(12.0) / 10000 ** (2 / 16)))
     with pytest.raises(ValueError, match="pos_init"):
         dataclasses.replace(cfg, pos_init="rotary")
+    with pytest.raises(ValueError, match="pos_init_std must be > 0, got -1.0"):
+        dataclasses.replace(cfg, pos_init_std=-1.0)
+    with pytest.raises(ValueError, match="embed_init_std must be > 0"):
+        dataclasses.replace(cfg, embed_init_std=0.0)

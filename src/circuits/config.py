@@ -50,6 +50,10 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.pos_init not in POS_INITS:
             raise ValueError(f"ModelConfig.pos_init must be one of {POS_INITS}, got {self.pos_init!r}")
+        for name in ("init_std", "embed_init_std", "pos_init_std"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"ModelConfig.{name} must be > 0, got {value}")
         if self.n_layers < 0:
             raise ValueError(f"ModelConfig.n_layers must be >= 0, got {self.n_layers}")
 
