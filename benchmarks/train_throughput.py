@@ -134,11 +134,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--compiled-loss", action="store_true",
-                        help="run the fused loss's per-chunk chain through torch.compile on GPU (unembed_loss.COMPILED_ON)")
+    parser.add_argument("--eager-loss", action="store_true",
+                        help="the fused loss's per-chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")
     args = parser.parse_args()
-    if args.compiled_loss:
-        unembed_loss.COMPILED_ON = ("cuda",)
+    if args.eager_loss:
+        unembed_loss.COMPILED_ON = ()
     device = torch.device(args.device)
     preset = get_preset(args.preset)
     cfg, train_cfg = preset.model_config(args.layers), preset.train_config(args.layers)

@@ -11,14 +11,11 @@ python3 -m pytest -o addopts="" -q -p no:cacheprovider tests/test_cuda.py tests/
     tests/test_model.py tests/test_precision.py 2>&1 | tee "$OUT/pytest.log" | tail -15
 python3 benchmarks/train_throughput.py --device cuda --preset paper --steps 10 --repeats 3 2>&1 \
     | grep -v Warning | tee "$OUT/throughput_paper.log"
-python3 benchmarks/train_throughput.py --device cuda --preset paper --steps 10 --repeats 3 --compiled-loss 2>&1 \
-    | grep -v Warning | tee "$OUT/throughput_paper_compiled_loss.log"
+python3 benchmarks/train_throughput.py --device cuda --preset paper --steps 10 --repeats 3 --eager-loss 2>&1 \
+    | grep -v Warning | tee "$OUT/throughput_paper_eager_loss.log"
 python3 benchmarks/train_throughput.py --device cuda --preset cpu --steps 20 --repeats 3 2>&1 \
     | grep -v Warning | tee "$OUT/throughput_cpu.log"
 python3 scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu/2l 2>&1 | tail -c 600
 cp runs/gpu-cpu/2l/log.jsonl "$OUT/gpu_cpu_2l_log.jsonl"
 python3 benchmarks/time_to_induction.py runs/gpu-cpu/2l/log.jsonl 2>&1 | tee "$OUT/time_to_induction.log"
-# the open question of unembed_loss.COMPILED_ON: does the compiled chunk loss still grow the heads?
-python3 scripts/induction_run.py --preset cpu --layers 2 --run-dir runs/gpu-cpu-compiled/2l --compiled-loss 2>&1 | tail -c 300
-cp runs/gpu-cpu-compiled/2l/log.jsonl "$OUT/gpu_cpu_2l_compiled_loss_log.jsonl"
-python3 benchmarks/time_to_induction.py runs/gpu-cpu-compiled/2l/log.jsonl 2>&1 | tee "$OUT/time_to_induction_compiled_loss.log"
+# seeds, 8 and 12 heads, eager and compiled loss: scripts/device_seeds.sh

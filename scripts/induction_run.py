@@ -28,11 +28,11 @@ def main() -> None:
     ap.add_argument("--stop-at-step", type=int, default=None)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="trial overrides of the preset: d_model=128, train.lr=1e-2, total_tokens.2=20e6, ...")
-    ap.add_argument("--compiled-loss", action="store_true",
-                    help="the fused loss's chunk chain through torch.compile on GPU (unembed_loss.COMPILED_ON)")
+    ap.add_argument("--eager-loss", action="store_true",
+                    help="the fused loss's chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")
     args = ap.parse_args()
-    if args.compiled_loss:
-        unembed_loss.COMPILED_ON = ("cuda",)
+    if args.eager_loss:
+        unembed_loss.COMPILED_ON = ()
     preset = override(get_preset(args.preset), args.set)
     directory = TOKENS_DIR / f"{preset.data.corpus}-{preset.data.tokenizer}"
     tokens = {split: load_tokens(directory, split) for split in ("train", "validation")}

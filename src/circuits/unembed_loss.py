@@ -35,7 +35,7 @@ def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
 def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the rows' cross-entropies and ``scale * (softmax - onehot)``, in ``logits``' dtype.
 
-    logits [chunk, d_vocab], t [chunk, 1]. The route for devices named in ``COMPILED_ON`` (opt-in), which
+    logits [chunk, d_vocab], t [chunk, 1]. The route for devices named in ``COMPILED_ON`` (CUDA), which
     run it compiled: eagerly it makes about ten passes over the chunk, compiled about three, and on a
     GPU those passes, not the matmuls, bound the loss.
     """
@@ -48,12 +48,12 @@ def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple
     return loss, grad.to(logits.dtype)
 
 
-# Device types whose chunk loss runs through torch.compile: none by default (opt in with ("cuda",)).
-# On an H200 it made the paper-preset step 17 % faster (444k against 380k tokens/s), but the one
-# cpu-preset run trained with it grew no previous-token head in 40 M tokens (val loss 3.894) where the
-# eager run grew both heads (3.710, benchmarks/logs/). One run each cannot tell a numerical
-# difference from run-to-run variation, so the eager route stays the default until more runs decide.
-COMPILED_ON: tuple[str, ...] = ()
+# Device types whose chunk loss runs through torch.compile (set to () for the eager chain). On an H200
+# it made the paper-preset step 17 % faster (444k against 380k tokens/s). Trained with it, cpu-preset
+# runs of seeds 0-7 grew induction heads exactly where the eager runs of the same seeds did (7 of 8,
+# both missing seed 4; median final val 3.339 against 3.336; benchmarks/logs/h200_seed_sweep.jsonl),
+# so the single failed run that kept it opt-in before was run-to-run variation.
+COMPILED_ON: tuple[str, ...] = ("cuda",)
 
 
 @functools.cache
