@@ -1,14 +1,14 @@
 """Seed sweep of the cpu preset: how often, and how early, a 2-layer model grows induction heads.
 
-Runs are named ``h<n_heads>[x<d_head>][c]-s<seed>`` (d_head 32 unless named; ``c``: the compiled loss chain), as ``scripts/device_seeds.sh``
-makes them. Reads every run's ``log.jsonl`` under a folder, or a compact file written earlier, and prints one
+Runs are named ``h<n_heads>[x<d_head>][c]-s<seed>`` (d_head 32 unless named; ``c``: the compiled loss
+chain), as ``scripts/device_seeds.sh`` makes them. Reads every run's ``log.jsonl`` under a folder, or a compact file written earlier, and prints one
 line per run and one per group (heads, compiled): runs with both induction thresholds within the run, and
 within ``--by`` tokens (default 13,107,200 = step 1,600, where the published 8-head seed-0 run had them).
 
     python benchmarks/seed_sweep.py runs/seeds --write benchmarks/logs/h200_seed_sweep.jsonl
     python benchmarks/seed_sweep.py benchmarks/logs/h200_seed_sweep.jsonl
 
-Last line: one ``h<heads>[c]=<induced>/<runs>`` per group.
+Last line: one ``h<heads>[x<d_head>][c]=<induced>/<runs>`` per group.
 """
 
 from __future__ import annotations

@@ -126,11 +126,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu",
-        # a 4,096-token BPE: the unembedding was 73 % of the FLOPs at 8,192, and halving it brings an
+        # a 4,096-token BPE: the unembedding was 73 % of the FLOPs at 8,192, and halving it brought an
         # induction head within 30 min on an fp32-only (AVX2) CPU too (README, trials 8 and 12)
         data=DataConfig(corpus="embedded", tokenizer="bpe4k"),
-        # 12 heads of 32: with 8 an induction head grew for seeds 0 and 3 but not 1 and 2 (trial 14);
-        # with 12 it grew for seeds 0-3 by 9.8-12.3 M tokens (README, trial 17), at 22 % more FLOPs
+        # 12 heads of 32 (trial 18): with 8 an induction head grew for 12 of 16 seeds, with 12 for 15 of 16
+        # (README, trials 14, 17 and 19), at 22 % more FLOPs a token (about 29 min instead of 23 on AVX2)
         d_model=256, n_heads=12, d_head=32, n_ctx=256, d_vocab=4096,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
         # previous-token head formed in 24 M tokens; with both it forms by ~6 M (README, trials)

@@ -50,8 +50,8 @@ def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple
 
 # Device types whose chunk loss runs through torch.compile (set to () for the eager chain). On an H200
 # it made the paper-preset step 17 % faster (444k against 380k tokens/s). Trained with it, cpu-preset
-# runs of seeds 0-7 grew induction heads exactly where the eager runs of the same seeds did (7 of 8,
-# both missing seed 4; median final val 3.339 against 3.336; benchmarks/logs/h200_seed_sweep.jsonl),
+# runs of seeds 0-7 grew induction heads for the same seeds as the eager runs (7 of 8, both missing
+# seed 4; median final val 3.339 against 3.336; benchmarks/logs/h200_seed_sweep.jsonl),
 # so the single failed run that kept it opt-in before was run-to-run variation.
 COMPILED_ON: tuple[str, ...] = ("cuda",)
 
