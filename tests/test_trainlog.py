@@ -1,0 +1,82 @@
+"""The training log's induction threshold and the seed-sweep summaries read from logs."""
+
+import json
+
+import pytest
+
+from circuits.trainlog import (compact_run, first_induction, induction_fraction, read_sweep, sweep_label,
+                               sweep_summary)
+
+
+def eval_row(step: int, prev: list[float], prefix: list[list[float]], val: float = 4.0) -> dict:
+    return {"step": step, "tokens": step * 1000, "val_loss": val, "prev_token": [prev, [0.0] * len(prev)],
+            "prefix_matching": prefix, "prev_token_best_l0": max(prev), "prefix_matching_best_last": max(prefix[-1])}
+
+
+def two_layer_log(prev_at: int | None, prefix_at: int | None, steps=range(100, 1100, 100)) -> list[dict]:
+    """Eval rows whose layer-0 previous-token score passes 0.5 from ``prev_at`` and layer-1 prefix
+    matching passes 0.4 from ``prefix_at`` (None: never), with train-only rows between."""
+    rows = []
+    for s in steps:
+        rows.append({"step": s - 50, "tokens": (s - 50) * 1000, "train_loss": 5.0})
+        prev = [0.1, 0.9 if prev_at is not None and s >= prev_at else 0.3]
+        late = [0.05, 0.6 if prefix_at is not None and s >= prefix_at else 0.2]
+        rows.append(eval_row(s, prev, [[0.7, 0.1], late], val=5.0 - s / 1000))
+    return rows
+
+
+@pytest.mark.parametrize("prev_at, prefix_at, expected", [
+    (300, 600, 600), (700, 200, 700), (400, 400, 400), (None, 300, None), (300, None, None)])
+def test_first_induction_needs_both_heads_at_one_evaluation(prev_at, prefix_at, expected):
+    found = first_induction(two_layer_log(prev_at, prefix_at))
+    assert (found["step"] if found else None) == expected
+
+
+def test_first_induction_ignores_layer_zero_prefix_matching_and_one_layer_logs():
+    # a high prefix-matching score in layer 0 is not an induction head, and a 1-layer model has none
+    assert first_induction(two_layer_log(100, None)) is None
+    one_layer = [eval_row(100, [0.9], [[0.9]])]
+    assert first_induction(one_layer) is None
+
+
+def test_compact_run_reads_the_settings_from_the_name():
+    rows = two_layer_log(200, 500)
+    run = compact_run("h16x16c-s7", rows)
+    assert (run["n_heads"], run["d_head"], run["compiled_loss"], run["seed"]) == (16, 16, True, 7)
+    assert run["induction_tokens"] == 500_000 and len(run["curve"]) == 10
+    assert run["curve"][-1] == [1_000_000, 4.0, 0.9, 0.6]
+    assert sweep_label(run) == "h16x16c" and sweep_label(compact_run("h12-s0", rows)) == "h12"
+    with pytest.raises(ValueError, match="not named"):
+        compact_run("seed0", rows)
+
+
+def test_sweep_summary_and_fraction_match_a_direct_count():
+    runs = [compact_run(f"h8-s{s}", two_layer_log(200, at)) for s, at in enumerate([300, 800, None, 500])]
+    runs += [compact_run(f"h12-s{s}", two_layer_log(200, at)) for s, at in enumerate([300, 400])]
+    summary = {s["setting"]: s for s in sweep_summary(runs, by_tokens=500_000)}
+    assert summary["h8"]["runs"] == 4 and summary["h8"]["induced"] == 3 and summary["h8"]["induced_by"] == 2
+    assert summary["h8"]["median_tokens"] == 500_000 and summary["h12"]["median_tokens"] == 350_000
+    assert summary["h12"]["induced_by"] == 2
+    fraction = induction_fraction(runs, [200_000, 300_000, 500_000, 1_000_000])
+    assert fraction == {"h8": [0.0, 0.25, 0.5, 0.75], "h12": [0.0, 0.5, 1.0, 1.0]}
+
+
+def test_read_sweep_from_run_folders_and_from_the_compact_file(tmp_path):
+    for name, at in [("h12-s0", 300), ("h12-s1", None)]:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "log.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in two_layer_log(200, at)))
+    runs = read_sweep(tmp_path / "runs")
+    assert [r["run"] for r in runs] == ["h12-s0", "h12-s1"]
+    compact = tmp_path / "sweep.jsonl"
+    compact.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    assert read_sweep(compact) == runs
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no \\*/log.jsonl"):
+        read_sweep(tmp_path / "empty")
+
+
+def test_the_committed_sweep_has_every_run_to_the_end():
+    from circuits.paths import project_root
+    runs = read_sweep(project_root() / "benchmarks" / "logs" / "h200_seed_sweep.jsonl")
+    assert len(runs) == 48 and all(r["curve"][-1][0] >= 39_000_000 for r in runs)
