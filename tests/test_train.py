@@ -68,7 +68,12 @@ KILLED_RUN = textwrap.dedent("""
 
 
 def test_killed_run_resumes_bit_identical(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    """A run killed after its step-15 checkpoint and resumed equals a straight run, bit for bit. In fp32:
+    torch's bf16 CPU kernels round differently now and then when another process competes for the cores
+    (3 of 60 fresh runs of this model differed under a busy loop, 0 of 60 in fp32; README), and the child
+    here runs beside this process's idle threads, so in bf16 the test failed about 1 time in 20."""
     from circuits.config import to_json
+    tiny_train_cfg = dataclasses.replace(tiny_train_cfg, precision="fp32")
     for k, v in markov_splits.items():
         np.save(tmp_path / f"{k}.npy", v)
     killed = tmp_path / "killed"
