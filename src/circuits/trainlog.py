@@ -96,12 +96,18 @@ def sweep_label(run: dict) -> str:
     return f"h{run['n_heads']}{d_head}{'c' if run['compiled_loss'] else ''}"
 
 
+def _by_setting(runs: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(sweep_label(r), []).append(r)
+    return dict(sorted(groups.items()))
+
+
 def sweep_summary(runs: list[dict], by_tokens: float) -> list[dict]:
     """Per setting: runs, how many reached both induction thresholds at all and by ``by_tokens``,
     the median tokens to get there (of those that did) and the median final validation loss."""
     out = []
-    for label in sorted({sweep_label(r) for r in runs}):
-        group = [r for r in runs if sweep_label(r) == label]
+    for label, group in _by_setting(runs).items():
         hit = [r["induction_tokens"] for r in group if r["induction_tokens"] is not None]
         out.append({"setting": label, "n_heads": group[0]["n_heads"], "d_head": group[0].get("d_head", 32),
                     "compiled_loss": group[0]["compiled_loss"], "runs": len(group), "induced": len(hit),
@@ -114,7 +120,7 @@ def sweep_summary(runs: list[dict], by_tokens: float) -> list[dict]:
 def induction_fraction(runs: list[dict], tokens: list[int]) -> dict[str, list[float]]:
     """Per setting, the share of its runs that had reached both thresholds by each of ``tokens``."""
     out = {}
-    for label in sorted({sweep_label(r) for r in runs}):
-        hit = [r["induction_tokens"] for r in runs if sweep_label(r) == label]
+    for label, group in _by_setting(runs).items():
+        hit = [r["induction_tokens"] for r in group]
         out[label] = [sum(h is not None and h <= t for h in hit) / len(hit) for t in tokens]
     return out
