@@ -130,7 +130,7 @@ PRESETS: dict[str, Preset] = {
         # induction head within 30 min on an fp32-only (AVX2) CPU too (README, trials 8 and 12)
         data=DataConfig(corpus="embedded", tokenizer="bpe4k"),
         # 12 heads of 32 (trial 18): with 8 an induction head grew for 12 of 16 seeds, with 12 for 15 of 16
-        # (README, trials 14, 17 and 19), at 22 % more FLOPs a token (about 29 min instead of 23 on AVX2)
+        # (README, trials 14, 17 and 19), at 22 % more FLOPs a token (about 27-29 min instead of 23 on AVX2, estimated)
         d_model=256, n_heads=12, d_head=32, n_ctx=256, d_vocab=4096,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
         # previous-token head formed in 24 M tokens; with both it forms by ~6 M (README, trials)
