@@ -3,7 +3,7 @@
 Runs are named ``h<n_heads>[x<d_head>][c]-s<seed>`` (d_head 32 unless named; ``c``: the compiled loss
 chain), as ``scripts/device_seeds.sh`` makes them. Reads every run's ``log.jsonl`` under a folder, or a compact
 file written earlier (``circuits.trainlog.read_sweep``), and prints one line per run and one per setting: runs
-with both induction thresholds within the run, and within ``--by`` tokens (default 13,107,200 = step 1,600,
+with both induction thresholds within the run, and within ``--by`` tokens (default ``EARLY_TOKENS``, 13,107,200 = step 1,600,
 where the 8-head seed-0 run of trial 13 had them).
 
     python benchmarks/seed_sweep.py runs/seeds --write benchmarks/logs/h200_seed_sweep.jsonl
@@ -18,14 +18,14 @@ import argparse
 import json
 from pathlib import Path
 
-from circuits.trainlog import read_sweep, sweep_label, sweep_summary
+from circuits.trainlog import EARLY_TOKENS, read_sweep, sweep_label, sweep_summary
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", type=Path, help="folder of run folders, or a compact .jsonl")
     ap.add_argument("--write", type=Path, default=None, help="write the compact .jsonl here")
-    ap.add_argument("--by", type=float, default=13_107_200, help="tokens for the 'early' count")
+    ap.add_argument("--by", type=float, default=EARLY_TOKENS, help="tokens for the 'early' count")
     args = ap.parse_args()
     runs = sorted(read_sweep(args.source), key=lambda r: (sweep_label(r), r["seed"]))
     if args.write:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from circuits.trainlog import (compact_run, first_induction, induction_fraction, read_sweep, sweep_label,
+from circuits.trainlog import (EARLY_TOKENS, compact_run, first_induction, induction_fraction, read_sweep, sweep_label,
                                sweep_summary)
 
 
@@ -80,3 +80,4 @@ def test_the_committed_sweep_has_every_run_to_the_end():
     from circuits.paths import project_root
     runs = read_sweep(project_root() / "benchmarks" / "logs" / "h200_seed_sweep.jsonl")
     assert len(runs) == 48 and all(r["curve"][-1][0] >= 39_000_000 for r in runs)
+    assert sum(s["runs"] for s in sweep_summary(runs, EARLY_TOKENS)) == 48

@@ -65,6 +65,8 @@ def first_induction(rows: list[dict], prev_threshold: float = 0.5, prefix_thresh
 # Seed sweeps (README trials 19-20): many short runs of one preset, each reduced to its eval curve.
 # A run folder is named h<n_heads>[x<d_head>][c]-s<seed> (d_head 32 unless named; c: compiled loss chain).
 SWEEP_NAME = re.compile(r"h(\d+)(?:x(\d+))?(c?)-s(\d+)$")
+# step 1,600 of the cpu preset: where the 8-head seed-0 run of trial 13 first had both heads
+EARLY_TOKENS = 13_107_200
 
 
 def compact_run(name: str, rows: list[dict]) -> dict:
@@ -92,7 +94,7 @@ def read_sweep(source: str | Path) -> list[dict]:
 
 def sweep_label(run: dict) -> str:
     """``h12``, ``h12c``, ``h16x16c``: heads, d_head where not 32, c for the compiled loss chain."""
-    d_head = f"x{run['d_head']}" if run.get("d_head", 32) != 32 else ""
+    d_head = f"x{run['d_head']}" if run["d_head"] != 32 else ""
     return f"h{run['n_heads']}{d_head}{'c' if run['compiled_loss'] else ''}"
 
 
@@ -109,7 +111,7 @@ def sweep_summary(runs: list[dict], by_tokens: float) -> list[dict]:
     out = []
     for label, group in _by_setting(runs).items():
         hit = [r["induction_tokens"] for r in group if r["induction_tokens"] is not None]
-        out.append({"setting": label, "n_heads": group[0]["n_heads"], "d_head": group[0].get("d_head", 32),
+        out.append({"setting": label, "n_heads": group[0]["n_heads"], "d_head": group[0]["d_head"],
                     "compiled_loss": group[0]["compiled_loss"], "runs": len(group), "induced": len(hit),
                     "induced_by": sum(t <= by_tokens for t in hit),
                     "median_tokens": statistics.median(hit) if hit else None,
