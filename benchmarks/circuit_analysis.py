@@ -8,9 +8,12 @@ n_ctx 64 to save memory, irrelevant here). For every head:
 Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in row chunks, never built.
 
 Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
-circuit, 7.8 TFLOP for 24 circuits; that is the floor this benchmark runs against.
+circuit, 7.8 TFLOP for 24 circuits. On CPUs with AMX the scan runs in a C kernel that keeps only
+group maxima (circuits/amx.py, compiled on first use: the first line says whether it is in use and
+how long the build took); elsewhere in torch tiles. Results are exact either way.
 
-    python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows 128] [--threads N] [--heads N]
+    python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows N] [--chunk-cols N]
+                                          [--threads N] [--heads N]
 
 Peak memory is the growth of the process's max RSS over its value after the model was built.
 Last line: seconds=<s> peak_gb=<g>
@@ -24,6 +27,7 @@ import time
 
 import torch
 
+from circuits import amx
 from circuits.circuit_tables import scan_ov_circuit, topk_circuit_entries
 from circuits.circuits import eigen_positivity, ov_circuit, qk_circuit
 from circuits.config import ModelConfig
@@ -38,13 +42,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--chunk-rows", type=int, default=128, help="rows per chunk: 128 x 50257 bf16 stays in L3")
+    ap.add_argument("--chunk-rows", type=int, default=None, help="rows per block (default: the scan's)")
+    ap.add_argument("--chunk-cols", type=int, default=None, help="columns per tile on the torch path")
     ap.add_argument("--heads", type=int, default=0, help="analyse only the first N heads (0: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    t = time.perf_counter()
+    kernel = "AMX kernel" if amx.available(64) else "torch tiles (no AMX kernel here)"
+    print(f"scan: {kernel}; ready in {time.perf_counter() - t:.2f} s (a first build compiles it)", flush=True)
     cfg = ModelConfig(n_layers=1, d_model=768, n_heads=12, d_head=64, n_ctx=64, d_vocab=args.vocab)
     model = AttnOnlyTransformer(cfg).requires_grad_(False)
     base = max_rss_gb()
@@ -58,8 +66,10 @@ def main() -> None:
         print(f"factors of all OV and QK circuits, eigen-positivity of the OV circuits: {t_eig:.2f} s", flush=True)
         for h in range(args.heads or cfg.n_heads):
             th = time.perf_counter()
-            vals, out, src, top1, top5 = scan_ov_circuit(ov[h], k=args.k, chunk_rows=args.chunk_rows)
-            qvals, dst, qsrc = topk_circuit_entries(qk[h], args.k, chunk_rows=args.chunk_rows)
+            vals, out, src, top1, top5 = scan_ov_circuit(ov[h], k=args.k, chunk_rows=args.chunk_rows,
+                                                         chunk_cols=args.chunk_cols)
+            qvals, dst, qsrc = topk_circuit_entries(qk[h], args.k, chunk_rows=args.chunk_rows,
+                                                         chunk_cols=args.chunk_cols)
             print(f"head {h:2d}: eig+ {float(positivity[h]):+.3f}  copy top1 {float(top1):.4f} top5 {float(top5):.4f}"
                   f"  OV max {float(vals[0]):.3e} at (out {int(out[0])}, src {int(src[0])})"
                   f"  QK max {float(qvals[0]):.3e} at (dst {int(dst[0])}, src {int(qsrc[0])})"

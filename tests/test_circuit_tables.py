@@ -1,13 +1,31 @@
-"""Chunked, bf16-filtered tables of a factored circuit against dense torch.topk."""
+"""Chunked, bf16-filtered tables of a factored circuit against dense torch.topk.
+
+Every bf16 case runs on both scan paths: torch tiles and, where the CPU has AMX, the C kernel
+(``circuits/amx.py``); ``None`` is the exact fp32 scan.
+"""
 
 import pytest
 import torch
 
+from circuits import amx
 from circuits.circuit_tables import (copying_rates, diagonal_stats, scan_ov_circuit, topk_circuit_entries,
                                      topk_per_row)
 from circuits.factored import FactoredMatrix
 
-FILTERS = [torch.bfloat16, None]
+AMX = pytest.mark.skipif(not amx.available(), reason="no AMX on this CPU (or no C compiler)")
+FILTERS = [pytest.param(torch.bfloat16, id="bf16-torch"), pytest.param("amx", id="bf16-amx", marks=AMX),
+           pytest.param(None, id="fp32")]
+
+
+@pytest.fixture
+def path(monkeypatch):
+    """``path(filter)`` -> the filter_dtype to pass, with the AMX kernel switched off unless asked for."""
+    def choose(filter_dtype):
+        if filter_dtype != "amx":
+            monkeypatch.setattr(amx, "available", lambda inner_dim=64: False)
+            return filter_dtype
+        return torch.bfloat16
+    return choose
 
 
 def random_fm(batch=(), m=150, k=6, n=131, seed=0, scale=1.0):
@@ -33,11 +51,12 @@ def dense_copying(ov_dense: torch.Tensor, K: int) -> float:
 
 @pytest.mark.parametrize("filter_dtype", FILTERS)
 @pytest.mark.parametrize("largest", [True, False])
-@pytest.mark.parametrize("chunk_rows", [1, 37, 4096])
-def test_topk_entries_match_dense(filter_dtype, largest, chunk_rows):
+@pytest.mark.parametrize("tile", [(1, 512), (37, 13), (4096, 4096), (5, 1)])
+def test_topk_entries_match_dense(path, filter_dtype, largest, tile):
     fm = random_fm()
     M = fm.dense()
-    vals, rows, cols = topk_circuit_entries(fm, 25, largest=largest, chunk_rows=chunk_rows, filter_dtype=filter_dtype)
+    vals, rows, cols = topk_circuit_entries(fm, 25, largest=largest, chunk_rows=tile[0], chunk_cols=tile[1],
+                                            filter_dtype=path(filter_dtype))
     want = M.flatten().topk(25, largest=largest)
     torch.testing.assert_close(vals, want.values)
     n = M.shape[1]
@@ -45,20 +64,22 @@ def test_topk_entries_match_dense(filter_dtype, largest, chunk_rows):
     torch.testing.assert_close(M[rows, cols], vals)
 
 
-@pytest.mark.parametrize("scale", [1e-18, 1e18])
-def test_topk_entries_any_scale(scale):
+@pytest.mark.parametrize("filter_dtype", FILTERS)
+@pytest.mark.parametrize("scale", [1e-39, 1e-30, 1e-18, 1e18])
+def test_topk_entries_any_scale(path, filter_dtype, scale):
     fm = random_fm(scale=scale, seed=3)
-    vals, rows, cols = topk_circuit_entries(fm, 10, chunk_rows=16)
+    vals, rows, cols = topk_circuit_entries(fm, 10, chunk_rows=16, chunk_cols=20, filter_dtype=path(filter_dtype))
     torch.testing.assert_close(vals, fm.dense().flatten().topk(10).values)
 
 
-def test_topk_entries_with_ties_and_batch():
+@pytest.mark.parametrize("filter_dtype", FILTERS)
+def test_topk_entries_with_ties_and_batch(path, filter_dtype):
     g = torch.Generator().manual_seed(1)
     A = torch.randn(2, 40, 4, generator=g).round()  # integer factors: many exactly equal entries
     B = torch.randn(2, 4, 50, generator=g).round()
     A[:, 20:] = A[:, :20]  # duplicated rows
     fm = FactoredMatrix(A, B)
-    vals, rows, cols = topk_circuit_entries(fm, 30, chunk_rows=7)
+    vals, rows, cols = topk_circuit_entries(fm, 30, chunk_rows=7, chunk_cols=9, filter_dtype=path(filter_dtype))
     assert vals.shape == rows.shape == cols.shape == (2, 30)
     M = fm.dense()
     for h in range(2):
@@ -75,9 +96,10 @@ def test_topk_k_larger_than_matrix():
 
 @pytest.mark.parametrize("filter_dtype", FILTERS)
 @pytest.mark.parametrize("strength", [0.0, 0.7, 3.0])
-def test_copying_rates_match_dense(filter_dtype, strength):
+@pytest.mark.parametrize("chunk_cols", [11, 512])
+def test_copying_rates_match_dense(path, filter_dtype, strength, chunk_cols):
     ov = copying_fm(strength=strength)
-    top1, top5 = copying_rates(ov, chunk_rows=23, filter_dtype=filter_dtype)
+    top1, top5 = copying_rates(ov, chunk_rows=23, chunk_cols=chunk_cols, filter_dtype=path(filter_dtype))
     M = ov.dense()
     assert float(top1) == dense_copying(M, 1)
     assert float(top5) == dense_copying(M, 5)
@@ -96,16 +118,18 @@ def test_copying_rates_use_columns_as_sources():
     assert float(top1_rows) == pytest.approx(1 / 3)
 
 
-def test_copying_rates_batched_and_fused_scan():
+@pytest.mark.parametrize("filter_dtype", FILTERS)
+def test_copying_rates_batched_and_fused_scan(path, filter_dtype):
     g = torch.Generator().manual_seed(2)
     B = torch.randn(3, 6, 90, generator=g)
     ov = FactoredMatrix(torch.tensor([0.0, 1.0, 3.0])[:, None, None] * B.mT + torch.randn(3, 90, 6, generator=g), B)
-    top1, top5 = copying_rates(ov, chunk_rows=32)
+    filter_dtype = path(filter_dtype)
+    top1, top5 = copying_rates(ov, chunk_rows=32, filter_dtype=filter_dtype)
     assert top1.shape == top5.shape == (3,)
-    vals, out, src, f1, f5 = scan_ov_circuit(ov, k=12, chunk_rows=32)
+    vals, out, src, f1, f5 = scan_ov_circuit(ov, k=12, chunk_rows=32, chunk_cols=7, filter_dtype=filter_dtype)
     torch.testing.assert_close(f1, top1)
     torch.testing.assert_close(f5, top5)
-    v2, o2, s2 = topk_circuit_entries(ov, 12)
+    v2, o2, s2 = topk_circuit_entries(ov, 12, filter_dtype=filter_dtype)
     torch.testing.assert_close(vals, v2)
     M = ov.dense()
     for h in range(3):
@@ -133,3 +157,23 @@ def test_diagonal_stats():
     torch.testing.assert_close(stats["std"], M.std(unbiased=False))
     torch.testing.assert_close(stats["diag_mean"], M.diagonal().mean())
     assert stats["diag_z"] > 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_keys_order_like_values(dtype):
+    """The integer keys of the scan (circuit_scan): v > t iff key(v) > _key_above(t) for t >= 0,
+    and v >= t iff key(v) >= _key_at_least(t) for t > 0, for values of either sign."""
+    from circuits.circuit_scan import _KEYS, _key_above, _key_at_least, _upper_bound
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.cat([torch.randn(4000, generator=g), torch.tensor([0.0, -0.0, 1e-40, -1e-40])]).to(dtype)
+    t = torch.cat([torch.rand(300, generator=g) * 3, v[:50].float().abs(), torch.tensor([1e-41, 0.0])]).double()
+    keys = v.view(_KEYS[dtype])
+    above = _key_above(t, dtype)
+    assert torch.equal(keys[None, :] > above[:, None], v.double()[None, :] > t[:, None])
+    pos = t > 0
+    at_least = _key_at_least(t[pos], dtype)
+    assert torch.equal(keys[None, :] >= at_least[:, None], v.double()[None, :] >= t[pos][:, None])
+    for x in (v, -v.abs()):  # the bound from the largest key: exact when some entry is >= +0
+        assert float(_upper_bound(x.view(_KEYS[dtype]).amax(), dtype, torch.float64)) >= float(x.double().max())
+    assert float(_upper_bound(keys.amax(), dtype, torch.float64)) == float(v.double().max())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from circuits.circuit_tables import _Chunks
+from circuits.circuit_scan import Blocks
 from circuits.factored import FactoredMatrix
 from circuits.precision import CPU_BF16_ENV, bf16_is_fast
 from circuits.train import autocast, effective_precision, train
@@ -40,11 +40,13 @@ def test_bf16_request_runs_in_fp32_where_bf16_is_slow(monkeypatch):
         effective_precision(CPU, "fp16")
 
 
-@pytest.mark.parametrize("flag, filter_dtype", [("0", None), ("1", torch.bfloat16)])
+@pytest.mark.parametrize("flag, filter_dtype", [("0", torch.float32), ("1", torch.bfloat16)])
 def test_circuit_scans_filter_in_bf16_only_where_it_is_fast(monkeypatch, flag, filter_dtype):
     monkeypatch.setenv(CPU_BF16_ENV, flag)
     fm = FactoredMatrix(torch.randn(6, 3), torch.randn(3, 5))
-    assert _Chunks(fm, 2, "auto").filter_dtype == filter_dtype
+    blocks = Blocks(fm, 2, 2, "auto")
+    assert blocks.A_lo.dtype == filter_dtype
+    assert blocks.packed is None or filter_dtype == torch.bfloat16  # the AMX kernel only ever filters in bf16
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="train() picks the GPU; this is the CPU fallback")

@@ -57,6 +57,19 @@ def w_qk(model: AttnOnlyTransformer, layer: int, scaled: bool = False) -> Factor
     return qk * (1 / math.sqrt(model.cfg.d_head)) if scaled else qk
 
 
+def _shared_left(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``W @ X`` for one matrix W [m, d] and per-head X [..., d, k] -> [..., m, k], as a single 2-D matmul
+    (a broadcast batched matmul repeats W per head: 0.5 s instead of 0.2 for GPT-2's W_E and 12 heads)."""
+    d, k = X.shape[-2:]
+    out = W @ X.movedim(-2, 0).reshape(d, -1)  # [m, (...) k]
+    return out.reshape(W.shape[0], *X.shape[:-2], k).movedim(0, -2)
+
+
+def _shared_right(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``X @ W`` for per-head X [..., k, d] and one matrix W [d, n] -> [..., k, n], as a single 2-D matmul."""
+    return (X.reshape(-1, X.shape[-1]) @ W).reshape(*X.shape[:-1], W.shape[-1])
+
+
 def direct_path(model: AttnOnlyTransformer) -> FactoredMatrix:
     """Paper "Zero-layer transformers": the bigram table ``W_U W_E``.
 
@@ -75,7 +88,7 @@ def ov_circuit(model: AttnOnlyTransformer, layer: int) -> FactoredMatrix:
     ``W_E @ OV @ W_U`` is its transpose, [src, out].)
     """
     ov = w_ov(model, layer)
-    return FactoredMatrix(model.unembed.W_U.T @ ov.A, ov.B @ model.embed.W_E.T)
+    return FactoredMatrix(_shared_left(model.unembed.W_U.T, ov.A), _shared_right(ov.B, model.embed.W_E.T))
 
 
 def qk_circuit(model: AttnOnlyTransformer, layer: int, scaled: bool = False) -> FactoredMatrix:
@@ -87,7 +100,7 @@ def qk_circuit(model: AttnOnlyTransformer, layer: int, scaled: bool = False) -> 
     """
     qk = w_qk(model, layer, scaled)
     W_E = model.embed.W_E
-    return FactoredMatrix(W_E @ qk.A, qk.B @ W_E.T)
+    return FactoredMatrix(_shared_left(W_E, qk.A), _shared_right(qk.B, W_E.T))
 
 
 def eigen_positivity(fm: FactoredMatrix) -> torch.Tensor:

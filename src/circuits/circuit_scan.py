@@ -1,0 +1,281 @@
+"""The scan behind ``circuit_tables``: every entry of ``M = A @ B`` checked, none stored.
+
+``M`` (a d_vocab x d_vocab circuit of rank d_head) is approximated in bf16 block by block and
+reduced on the fly; only entries whose approximation may clear a threshold are recomputed
+exactly (fp32 dot products of the fp32 factors). Each approximate value carries a rigorous
+error bound
+
+    |v~[i, j] - M[i, j]|  <=  2^-6 ||A[i, :]|| max_j ||B[:, j]||  =: margin[i]
+
+(bf16 rounds each factor with relative error u = 2^-8, the product and fp32 accumulation add at
+most 3u of sum_r |A[i,r] B[r,j]| <= ||A[i]|| ||B[:, j]||, the rounding of the output u more; a
+tiny absolute term covers subnormals, which AMX flushes to zero), so the results equal a dense
+fp32 computation. In exact mode (``filter_dtype=None``, used where bf16 matmuls are slow) the
+blocks are fp32 and the bound is that of fp32 rounding.
+
+Two ways to produce the blocks:
+  - ``amx.group_maxima`` (CPUs with AMX): the maximum of every group of 64 columns per row,
+    straight from the tile registers (0.14 s a circuit at GPT-2's vocabulary on 2 cores);
+  - torch matmuls into one reused tile of ``chunk_rows x chunk_cols`` values, dismissed as a
+    whole by one maximum taken over the tile's bits read as integers (``_KEYS``: for floats >= +0
+    the bit patterns order like the values, and an integer maximum is 5-10x faster than a bf16
+    one on CPU; negative floats have negative keys, so a maximum key below zero only says "every
+    entry is negative", which 0 bounds from above).
+Rows and columns are visited in order of decreasing norm: entries scale with ||A[i]|| ||B[:, j]||,
+so the largest come first and a top-k threshold is high from the first block on.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from . import amx
+from .factored import FactoredMatrix
+from .precision import bf16_is_fast
+
+MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]||
+GROUPS = 8  # column groups per row whose maxima settle copying rows in a torch tile
+CHUNK_ROWS, CHUNK_COLS = 2048, 512  # a 2 MB bf16 tile (torch path), in L2 on the 2-core machines
+AMX_ROWS = 8192  # rows per AMX call: group maxima of 8192 rows are 26 MB at GPT-2's vocabulary
+EXACT_BATCH = 1 << 16  # exact entries per gather: 32 MB of factor rows at width 64
+_KEYS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
+         torch.float64: torch.int64}  # same-width integers whose order matches floats >= +0
+
+
+def _upper_bound(max_key: torch.Tensor, dtype: torch.dtype, exact: torch.dtype) -> torch.Tensor:
+    """An upper bound on the largest value from the largest integer key: exact when it is >= 0."""
+    return max_key.clamp_min(0).view(dtype).to(exact)
+
+
+def _key_above(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Key of the largest ``dtype`` value <= t (t >= 0): ``v > t`` iff ``key(v) > _key_above(t)``."""
+    x = t.to(dtype)
+    return x.view(_KEYS[dtype]) - (x.to(t.dtype) > t).to(_KEYS[dtype])
+
+
+def _key_at_least(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Key of the smallest ``dtype`` value >= t (t > 0): ``v >= t`` iff ``key(v) >= _key_at_least(t)``."""
+    x = t.to(dtype)
+    return x.view(_KEYS[dtype]) + (x.to(t.dtype) < t).to(_KEYS[dtype])
+
+
+def _count_true(mask: torch.Tensor) -> torch.Tensor:
+    """Per-row count of a bool matrix [r, c] as int64; summed in int16 where it fits (6x faster on CPU)."""
+    return mask.sum(1, dtype=torch.int16 if mask.shape[1] < 2 ** 15 else torch.int32).long()
+
+
+class Blocks:
+    """A 2-D FactoredMatrix in norm order: approximate blocks with per-row error bounds, exact entries."""
+
+    def __init__(self, fm: FactoredMatrix, chunk_rows: int | None, chunk_cols: int | None, filter_dtype):
+        if fm.ndim != 2:
+            raise ValueError(f"expected one matrix (2-D), got shape {tuple(fm.shape)}")
+        self.exact_dtype = torch.promote_types(fm.dtype, torch.float32)
+        self.A = fm.A.to(self.exact_dtype).contiguous()  # [m, k]
+        self.Bt = fm.B.mT.to(self.exact_dtype).contiguous()  # [n, k]: columns of B as rows, for gathers
+        self.m, self.n = fm.shape
+        k = fm.inner_dim
+        if filter_dtype == "auto":
+            filter_dtype = torch.bfloat16 if bf16_is_fast(self.A.device.type) else None
+        if filter_dtype is None:  # fp32 rounding: summation order differs from ``exact``
+            factor, self.A_lo, Bt_lo = (k + 2) * torch.finfo(self.exact_dtype).eps, self.A, self.Bt
+        else:
+            factor, self.A_lo, Bt_lo = MARGIN_FACTOR, self.A.to(filter_dtype), self.Bt.to(filter_dtype)
+        row_norm, col_norm = self.A.norm(dim=1), self.Bt.norm(dim=1)
+        col_max = col_norm.max() if self.n else col_norm.new_zeros(())
+        tiny = 4 * (k + 2) * torch.finfo(torch.float32).tiny * (1 + row_norm) * (1 + col_max)
+        self.margin = factor * row_norm * col_max + tiny  # [m], exact dtype, by original row
+        self.row_ids = row_norm.argsort(descending=True)
+        self.col_ids = col_norm.argsort(descending=True)
+        A_sorted, Bt_sorted = self.A_lo[self.row_ids], Bt_lo[self.col_ids]
+        self.packed = None
+        if self.A_lo.dtype == torch.bfloat16 and self.A.device.type == "cpu" and self.n and amx.available(k):
+            self.chunk_rows = max(1, int(chunk_rows or AMX_ROWS))
+            self.packed = amx.PackedColumns(Bt_sorted)
+            pad = self.packed.groups * amx.GROUP - self.n  # padded columns repeat real ones: mark them -1
+            self.group_cols = torch.cat([self.col_ids, self.col_ids.new_full((pad,), -1)]).view(-1, amx.GROUP)
+        else:
+            self.chunk_rows = max(1, int(chunk_rows or CHUNK_ROWS))
+            self.chunk_cols = max(1, int(chunk_cols or CHUNK_COLS))
+            # B cut once into contiguous column tiles [k, c]: a strided slice is repacked by every matmul
+            self.B_tiles = [(self.col_ids[j:j + self.chunk_cols], Bt_sorted[j:j + self.chunk_cols].T.contiguous())
+                            for j in range(0, self.n, self.chunk_cols)]
+            # one output buffer for every tile (consumers never keep one): fresh tiles cost page
+            # faults, and on glibc they fragmented the heap to 5 GB over 24 paper-size circuits
+            self.buf = torch.empty(min(self.chunk_rows, self.m) * min(self.chunk_cols, self.n),
+                                   dtype=self.A_lo.dtype, device=self.A.device)
+        self.blocks = [(self.row_ids[i:i + self.chunk_rows], A_sorted[i:i + self.chunk_rows])
+                       for i in range(0, self.m, self.chunk_rows)]
+
+    def tiles(self, a: torch.Tensor):
+        """Torch path: yields ``(cols, approx [r, c])`` for the column tiles of the rows whose factor
+        rows are ``a`` (``cols``: the original column indices of the tile)."""
+        for cols, b in self.B_tiles:
+            out = self.buf[: a.shape[0] * b.shape[1]].view(a.shape[0], b.shape[1])
+            yield cols, torch.mm(a, b, out=out)
+
+    def group_entries(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """AMX path: ``(pair, cols)`` for every column of the given groups, padding dropped
+        (``pair`` indexes ``groups``)."""
+        cols = self.group_cols[groups].flatten()
+        pair = torch.arange(len(groups)).repeat_interleave(amx.GROUP)
+        keep = cols >= 0
+        return pair[keep], cols[keep]
+
+    def exact(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Exact ``M[rows[i], cols[i]]`` [len(rows)], in batches that bound the gathered memory."""
+        if len(rows) <= EXACT_BATCH:
+            return (self.A[rows] * self.Bt[cols]).sum(-1)
+        return torch.cat([(self.A[r] * self.Bt[c]).sum(-1)
+                          for r, c in zip(rows.split(EXACT_BATCH), cols.split(EXACT_BATCH))])
+
+
+class TopK:
+    """Running exact top-k of a whole matrix (largest entries)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.values = torch.empty(0)
+        self.rows = torch.empty(0, dtype=torch.long)
+        self.cols = torch.empty(0, dtype=torch.long)
+        self.thr = -math.inf  # the k-th best exact value so far: a lower bound on the final k-th largest
+
+    @functools.lru_cache(maxsize=4)
+    def _key(self, lo: float, dtype: torch.dtype) -> int:
+        return int(_key_at_least(torch.tensor(lo, dtype=torch.float64), dtype))
+
+    def _merge(self, blocks: Blocks, r: torch.Tensor, c: torch.Tensor) -> None:
+        v = blocks.exact(r, c)
+        values = torch.cat([self.values.to(v.dtype), v])
+        order = values.topk(min(self.k, len(values))).indices
+        self.values = values[order]
+        self.rows = torch.cat([self.rows, r])[order]
+        self.cols = torch.cat([self.cols, c])[order]
+        if len(self.values) >= self.k:
+            self.thr = float(self.values[-1])
+
+    def update(self, blocks: Blocks, rows, margin, margin_max: float, cols, approx: torch.Tensor) -> None:
+        """Torch path: one tile ``approx`` [r, c] of rows ``rows`` and columns ``cols``."""
+        thr = self.thr
+        if thr == -math.inf:  # bootstrap: the tile's k best approximate entries are real entries
+            flat = approx.flatten().topk(min(self.k, approx.numel())).indices
+            vals = blocks.exact(rows[flat // approx.shape[1]], cols[flat % approx.shape[1]])
+            thr = float(vals.min()) if len(vals) >= self.k else -math.inf
+        keys = approx.view(_KEYS[approx.dtype])
+        lo = thr - margin_max  # no entry of the tile matters unless its approximate value is >= lo
+        if lo > 0 and int(keys.amax()) < self._key(lo, approx.dtype):
+            return  # the usual case: one integer maximum dismisses the whole tile
+        row_max = _upper_bound(keys.amax(1), approx.dtype, margin.dtype)
+        maybe = (row_max + margin >= thr).nonzero().squeeze(1)  # rows that may hold an entry >= thr
+        ri, ci = (approx[maybe].to(margin.dtype) + margin[maybe, None] >= thr).nonzero().unbind(1)
+        self._merge(blocks, rows[maybe[ri]], cols[ci])
+
+    def update_groups(self, blocks: Blocks, rows, margin, group_max: torch.Tensor) -> None:
+        """AMX path: group maxima [r, groups] of rows ``rows``; candidate groups are recomputed exactly."""
+        thr = self.thr
+        row_max = group_max.amax(1)
+        if thr == -math.inf:  # bootstrap from the entries of the best group of each of the k best rows
+            best = row_max.topk(min(self.k, len(row_max))).indices
+            pair, cols = blocks.group_entries(group_max[best].argmax(1))
+            vals = blocks.exact(rows[best][pair], cols)
+            thr = float(vals.topk(self.k).values[-1]) if len(vals) >= self.k else -math.inf
+        maybe = (row_max + margin >= thr).nonzero().squeeze(1)
+        ri, gi = (group_max[maybe] + margin[maybe, None] >= thr).nonzero().unbind(1)
+        pair, cols = blocks.group_entries(gi)
+        self._merge(blocks, rows[maybe[ri]][pair], cols)
+
+
+class Copying:
+    """For each row i of a square matrix: is the diagonal entry among the row's top K? (K in ks)
+
+    An entry with ``v~ > d + margin`` surely beats the diagonal d; a row with K such entries
+    (in distinct column groups) is settled, which in a circuit that does not copy is nearly every
+    row. The rest are counted exactly among the entries that may beat d (``v~ >= d - margin``).
+    Torch path: the first tile of each row block settles rows, ``finish`` counts the rest over all
+    columns. AMX path: the group maxima of all columns settle rows and point to the candidates.
+    """
+
+    def __init__(self, ks: tuple[int, ...], m: int):
+        self.ks = tuple(ks)
+        self.k_max = max(self.ks)
+        self.beaten = torch.zeros(m, dtype=torch.long)  # per row: entries above the diagonal, capped at k_max
+
+    def first_tile(self, blocks: Blocks, rows, margin, approx: torch.Tensor) -> None:
+        hi = blocks.exact(rows, rows) + margin  # v~ > hi means the entry is truly above the diagonal
+        # v > hi as keys when hi >= 0; for hi < 0, count v >= +0 (a lower bound is all that is needed)
+        key = torch.where(hi >= 0, _key_above(hi.clamp_min(0), approx.dtype), -1)
+        # GROUPS maxima per row are 10x cheaper than counting every entry and settle nearly as many rows
+        w = max(1, approx.shape[1] // GROUPS)
+        g = approx.shape[1] // w
+        group_max = approx[:, : g * w].view(_KEYS[approx.dtype]).view(len(rows), g, w).amax(2)
+        self.beaten[rows.cpu()] = _count_true(group_max > key[:, None]).clamp(max=self.k_max).cpu()
+
+    def finish(self, blocks: Blocks) -> None:
+        """Torch path: count exactly in the rows the first tiles did not settle."""
+        hard = (self.beaten < self.k_max).nonzero().squeeze(1).to(blocks.A.device)
+        for rows in hard.split(blocks.chunk_rows):
+            d = blocks.exact(rows, rows)
+            lo = d - blocks.margin[rows]  # an entry truly above d has v~ >= lo
+            counts = torch.zeros(len(rows), dtype=torch.long, device=d.device)
+            for cols, approx in blocks.tiles(blocks.A_lo[rows]):
+                if bool((lo > 0).all()):  # the usual case for rows a copying head decides: compare keys
+                    cand = approx.view(_KEYS[approx.dtype]) >= _key_at_least(lo, approx.dtype)[:, None]
+                else:
+                    cand = approx.to(lo.dtype) >= lo[:, None]
+                ri, ci = cand.nonzero().unbind(1)
+                self._count(blocks, rows, d, ri, cols[ci], counts)
+            self.beaten[rows.cpu()] = counts.clamp(max=self.k_max).cpu()
+
+    def update_groups(self, blocks: Blocks, rows, margin, group_max: torch.Tensor) -> None:
+        """AMX path: settle rows from their group maxima, count the others exactly."""
+        d = blocks.exact(rows, rows)
+        sure = _count_true(group_max > (d + margin)[:, None])
+        self.beaten[rows] = sure.clamp(max=self.k_max)
+        open_ = (sure < self.k_max).nonzero().squeeze(1)
+        if len(open_) == 0:
+            return
+        ri, gi = (group_max[open_] >= (d - margin)[open_, None]).nonzero().unbind(1)
+        pair, cols = blocks.group_entries(gi)
+        counts = torch.zeros(len(open_), dtype=torch.long)
+        self._count(blocks, rows[open_], d[open_], ri[pair], cols, counts)
+        self.beaten[rows[open_]] = counts.clamp(max=self.k_max)
+
+    @staticmethod
+    def _count(blocks: Blocks, rows, d, ri, cols, counts) -> None:
+        """Add to counts[ri] the entries (rows[ri], cols) truly above d[ri], the diagonal excluded."""
+        keep = rows[ri] != cols
+        ri, cols = ri[keep], cols[keep]
+        counts.index_add_(0, ri, (blocks.exact(rows[ri], cols) > d[ri]).long())
+
+    def rates(self) -> tuple[torch.Tensor, ...]:
+        return tuple((self.beaten < k).float().mean() for k in self.ks)
+
+
+def scan(fm: FactoredMatrix, top: TopK | None, copy: Copying | None, chunk_rows: int | None,
+         chunk_cols: int | None, filter_dtype) -> None:
+    """One pass over ``fm`` feeding the top-k and the copying counts (either may be None).
+
+    chunk_rows, chunk_cols: block size (None: AMX_ROWS rows on the AMX path, CHUNK_ROWS x
+    CHUNK_COLS on the torch path; the AMX path always takes every column at once)."""
+    blocks = Blocks(fm, chunk_rows, chunk_cols, filter_dtype)
+    for rows, a in blocks.blocks:
+        margin = blocks.margin[rows]
+        if blocks.packed is not None:
+            group_max = amx.group_maxima(a, blocks.packed)
+            if top is not None:
+                top.update_groups(blocks, rows, margin, group_max)
+            if copy is not None:
+                copy.update_groups(blocks, rows, margin, group_max)
+            continue
+        margin_max = float(margin.max())
+        for t, (cols, approx) in enumerate(blocks.tiles(a)):
+            if copy is not None and t == 0:
+                copy.first_tile(blocks, rows, margin, approx)
+            if top is None:
+                break  # copying alone reads only the first tile here, then ``finish``
+            top.update(blocks, rows, margin, margin_max, cols, approx)
+    if copy is not None and blocks.packed is None:
+        copy.finish(blocks)
