@@ -8,9 +8,10 @@ n_ctx 64 to save memory, irrelevant here). For every head:
 Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in row chunks, never built.
 
 Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
-circuit, 7.8 TFLOP for 24 circuits. On CPUs with AMX the scan runs in a C kernel that keeps only
-group maxima (circuits/amx.py, compiled on first use: the first line says whether it is in use and
-how long the build took); elsewhere in torch tiles. Results are exact either way.
+circuit, 7.8 TFLOP for 24 circuits. Where it can, the scan runs in a C kernel that keeps only group
+maxima (circuits/group_max.py: AMX for the bf16 scan, AVX2 for the fp32 one; compiled on first use;
+the first line says which one runs and how long the build took); elsewhere in torch tiles. Results
+are exact either way.
 
     python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows N] [--chunk-cols N]
                                           [--threads N] [--heads N]
@@ -27,11 +28,12 @@ import time
 
 import torch
 
-from circuits import amx
+from circuits import group_max
 from circuits.circuit_tables import scan_ov_circuit, topk_circuit_entries
 from circuits.circuits import eigen_positivity, ov_circuit, qk_circuit
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer
+from circuits.precision import bf16_is_fast
 
 
 def max_rss_gb() -> float:
@@ -51,8 +53,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     t = time.perf_counter()
-    kernel = "AMX kernel" if amx.available(64) else "torch tiles (no AMX kernel here)"
-    print(f"scan: {kernel}; ready in {time.perf_counter() - t:.2f} s (a first build compiles it)", flush=True)
+    dtype = torch.bfloat16 if bf16_is_fast("cpu") else torch.float32
+    kind = group_max.kind_for(dtype, 64)
+    kernel = f"C kernel {kind!r}" if kind else "torch tiles (no C kernel for it here)"
+    print(f"scan in {dtype}: {kernel}; ready in {time.perf_counter() - t:.2f} s (a first build compiles it)",
+          flush=True)
     cfg = ModelConfig(n_layers=1, d_model=768, n_heads=12, d_head=64, n_ctx=64, d_vocab=args.vocab)
     model = AttnOnlyTransformer(cfg).requires_grad_(False)
     base = max_rss_gb()

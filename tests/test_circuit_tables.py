@@ -1,30 +1,32 @@
 """Chunked, bf16-filtered tables of a factored circuit against dense torch.topk.
 
-Every bf16 case runs on both scan paths: torch tiles and, where the CPU has AMX, the C kernel
-(``circuits/amx.py``); ``None`` is the exact fp32 scan.
+Every case runs on each scan path that this CPU has: torch tiles in bf16 and in fp32 (exact mode),
+and the C kernels of ``circuits/group_max.py`` (AMX for bf16, AVX2 for fp32).
 """
 
 import pytest
 import torch
 
-from circuits import amx
+from circuits import group_max
 from circuits.circuit_tables import (copying_rates, diagonal_stats, scan_ov_circuit, topk_circuit_entries,
                                      topk_per_row)
 from circuits.factored import FactoredMatrix
 
-AMX = pytest.mark.skipif(not amx.available(), reason="no AMX on this CPU (or no C compiler)")
-FILTERS = [pytest.param(torch.bfloat16, id="bf16-torch"), pytest.param("amx", id="bf16-amx", marks=AMX),
-           pytest.param(None, id="fp32")]
+def _kernel(kind):
+    return pytest.mark.skipif(not group_max.available(kind), reason=f"no {kind} kernel here (CPU or C compiler)")
+
+
+FILTERS = [pytest.param(torch.bfloat16, id="bf16-torch"), pytest.param("amx", id="bf16-amx", marks=_kernel("amx")),
+           pytest.param(None, id="fp32-torch"), pytest.param("avx2", id="fp32-avx2", marks=_kernel("avx2"))]
 
 
 @pytest.fixture
 def path(monkeypatch):
-    """``path(filter)`` -> the filter_dtype to pass, with the AMX kernel switched off unless asked for."""
+    """``path(filter)`` -> the filter_dtype to pass, with every C kernel but the one asked for switched off."""
     def choose(filter_dtype):
-        if filter_dtype != "amx":
-            monkeypatch.setattr(amx, "available", lambda inner_dim=64: False)
-            return filter_dtype
-        return torch.bfloat16
+        kind = filter_dtype if isinstance(filter_dtype, str) else None
+        monkeypatch.setattr(group_max, "kind_for", lambda dtype, inner_dim: kind)
+        return {"amx": torch.bfloat16, "avx2": None}.get(kind, filter_dtype)
     return choose
 
 

@@ -46,7 +46,7 @@ def test_circuit_scans_filter_in_bf16_only_where_it_is_fast(monkeypatch, flag, f
     fm = FactoredMatrix(torch.randn(6, 3), torch.randn(3, 5))
     blocks = Blocks(fm, 2, 2, "auto")
     assert blocks.A_lo.dtype == filter_dtype
-    assert blocks.packed is None or filter_dtype == torch.bfloat16  # the AMX kernel only ever filters in bf16
+    assert blocks.packed is None or blocks.packed.kind == {torch.bfloat16: "amx", torch.float32: "avx2"}[filter_dtype]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="train() picks the GPU; this is the CPU fallback")

@@ -14,8 +14,9 @@ fp32 computation. In exact mode (``filter_dtype=None``, used where bf16 matmuls 
 blocks are fp32 and the bound is that of fp32 rounding.
 
 Two ways to produce the blocks:
-  - ``amx.group_maxima`` (CPUs with AMX): the maximum of every group of 64 columns per row,
-    straight from the tile registers (0.14 s a circuit at GPT-2's vocabulary on 2 cores);
+  - ``group_max.group_maxima`` (C kernels: bf16 on CPUs with AMX, fp32 on CPUs with AVX2): the
+    maximum of every group of 64 columns per row, straight from the registers (0.14 s a circuit at
+    GPT-2's vocabulary on 2 cores with AMX);
   - torch matmuls into one reused tile of ``chunk_rows x chunk_cols`` values, dismissed as a
     whole by one maximum taken over the tile's bits read as integers (``_KEYS``: for floats >= +0
     the bit patterns order like the values, and an integer maximum is 5-10x faster than a bf16
@@ -32,14 +33,14 @@ import math
 
 import torch
 
-from . import amx
+from . import group_max as kernels
 from .factored import FactoredMatrix
 from .precision import bf16_is_fast
 
 MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]||
 GROUPS = 8  # column groups per row whose maxima settle copying rows in a torch tile
 CHUNK_ROWS, CHUNK_COLS = 2048, 512  # a 2 MB bf16 tile (torch path), in L2 on the 2-core machines
-AMX_ROWS = 8192  # rows per AMX call: group maxima of 8192 rows are 26 MB at GPT-2's vocabulary
+KERNEL_ROWS = 8192  # rows per kernel call: group maxima of 8192 rows are 26 MB at GPT-2's vocabulary
 EXACT_BATCH = 1 << 16  # exact entries per gather: 32 MB of factor rows at width 64
 _KEYS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
          torch.float64: torch.int64}  # same-width integers whose order matches floats >= +0
@@ -92,11 +93,12 @@ class Blocks:
         self.col_ids = col_norm.argsort(descending=True)
         A_sorted, Bt_sorted = self.A_lo[self.row_ids], Bt_lo[self.col_ids]
         self.packed = None
-        if self.A_lo.dtype == torch.bfloat16 and self.A.device.type == "cpu" and self.n and amx.available(k):
-            self.chunk_rows = max(1, int(chunk_rows or AMX_ROWS))
-            self.packed = amx.PackedColumns(Bt_sorted)
-            pad = self.packed.groups * amx.GROUP - self.n  # padded columns repeat real ones: mark them -1
-            self.group_cols = torch.cat([self.col_ids, self.col_ids.new_full((pad,), -1)]).view(-1, amx.GROUP)
+        kind = kernels.kind_for(self.A_lo.dtype, k) if self.A.device.type == "cpu" and self.n else None
+        if kind is not None:
+            self.chunk_rows = max(1, int(chunk_rows or KERNEL_ROWS))
+            self.packed = kernels.PackedColumns(Bt_sorted, kind)
+            pad = self.packed.groups * kernels.GROUP - self.n  # padded columns repeat real ones: mark them -1
+            self.group_cols = torch.cat([self.col_ids, self.col_ids.new_full((pad,), -1)]).view(-1, kernels.GROUP)
         else:
             self.chunk_rows = max(1, int(chunk_rows or CHUNK_ROWS))
             self.chunk_cols = max(1, int(chunk_cols or CHUNK_COLS))
@@ -118,10 +120,10 @@ class Blocks:
             yield cols, torch.mm(a, b, out=out)
 
     def group_entries(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """AMX path: ``(pair, cols)`` for every column of the given groups, padding dropped
+        """Kernel path: ``(pair, cols)`` for every column of the given groups, padding dropped
         (``pair`` indexes ``groups``)."""
         cols = self.group_cols[groups].flatten()
-        pair = torch.arange(len(groups)).repeat_interleave(amx.GROUP)
+        pair = torch.arange(len(groups)).repeat_interleave(kernels.GROUP)
         keep = cols >= 0
         return pair[keep], cols[keep]
 
@@ -174,7 +176,7 @@ class TopK:
         self._merge(blocks, rows[maybe[ri]], cols[ci])
 
     def update_groups(self, blocks: Blocks, rows, margin, group_max: torch.Tensor) -> None:
-        """AMX path: group maxima [r, groups] of rows ``rows``; candidate groups are recomputed exactly."""
+        """Kernel path: group maxima [r, groups] of rows ``rows``; candidate groups are recomputed exactly."""
         thr = self.thr
         row_max = group_max.amax(1)
         if thr == -math.inf:  # bootstrap from the entries of the best group of each of the k best rows
@@ -195,7 +197,7 @@ class Copying:
     (in distinct column groups) is settled, which in a circuit that does not copy is nearly every
     row. The rest are counted exactly among the entries that may beat d (``v~ >= d - margin``).
     Torch path: the first tile of each row block settles rows, ``finish`` counts the rest over all
-    columns. AMX path: the group maxima of all columns settle rows and point to the candidates.
+    columns. Kernel path: the group maxima of all columns settle rows and point to the candidates.
     """
 
     def __init__(self, ks: tuple[int, ...], m: int):
@@ -230,7 +232,7 @@ class Copying:
             self.beaten[rows.cpu()] = counts.clamp(max=self.k_max).cpu()
 
     def update_groups(self, blocks: Blocks, rows, margin, group_max: torch.Tensor) -> None:
-        """AMX path: settle rows from their group maxima, count the others exactly."""
+        """Kernel path: settle rows from their group maxima, count the others exactly."""
         d = blocks.exact(rows, rows)
         sure = _count_true(group_max > (d + margin)[:, None])
         self.beaten[rows] = sure.clamp(max=self.k_max)
@@ -258,13 +260,13 @@ def scan(fm: FactoredMatrix, top: TopK | None, copy: Copying | None, chunk_rows:
          chunk_cols: int | None, filter_dtype) -> None:
     """One pass over ``fm`` feeding the top-k and the copying counts (either may be None).
 
-    chunk_rows, chunk_cols: block size (None: AMX_ROWS rows on the AMX path, CHUNK_ROWS x
-    CHUNK_COLS on the torch path; the AMX path always takes every column at once)."""
+    chunk_rows, chunk_cols: block size (None: KERNEL_ROWS rows on the kernel path, CHUNK_ROWS x
+    CHUNK_COLS on the torch path; the kernels always take every column at once)."""
     blocks = Blocks(fm, chunk_rows, chunk_cols, filter_dtype)
     for rows, a in blocks.blocks:
         margin = blocks.margin[rows]
         if blocks.packed is not None:
-            group_max = amx.group_maxima(a, blocks.packed)
+            group_max = kernels.group_maxima(a, blocks.packed)
             if top is not None:
                 top.update_groups(blocks, rows, margin, group_max)
             if copy is not None:

@@ -7,8 +7,8 @@ bf16 with a rigorous error bound and recomputes exactly every entry that may mat
 results equal a dense fp32 computation while memory stays at one block of ``M``.
 ``filter_dtype=None`` scans in fp32 throughout; the default ``"auto"`` filters in bf16 only where
 bf16 matmuls are fast (``precision.bf16_is_fast``): on an AVX2-only CPU they are ~100x slower
-than fp32, and the fp32 scan is the fast one. On CPUs with AMX the bf16 scan runs in a small C
-kernel (``circuits/amx.py``). Tests compare everything with dense ``torch.topk``
+than fp32, and the fp32 scan is the fast one. Where they can, both scans run in small C kernels
+(``circuits/group_max.py``: AMX for bf16, AVX2 for fp32). Tests compare everything with dense ``torch.topk``
 (``tests/test_circuit_tables.py``).
 """
 

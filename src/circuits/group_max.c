@@ -1,16 +1,22 @@
-/* Row-wise maxima of 64-column groups of A @ B on Intel AMX, without writing A @ B anywhere.
+/* Row-wise maxima of 64-column groups of A @ B, without writing A @ B anywhere (circuits/group_max.py).
  *
- * A  [rows, 32*kt] bf16, row-major (kt = 1 or 2: inner width 32 or 64)
- * Bp [4*groups column blocks][kt][16 pairs][16 columns] int32: B in AMX's VNNI layout, where one
- *    int32 holds the two bf16 values B[2p, c], B[2p + 1, c]
- * out[groups, stride] fp32: out[g, i] = max_{c in group g} sum_r A[i, r] B[r, c] (fp32 accumulation);
- *    rows is a multiple of 16 (A padded with zero rows), stride >= rows
+ * Two kernels, each compiled for its own instruction set (target attributes), called only where the
+ * CPU has it:
  *
- * The tile registers: 0-3 accumulate four 16 x 16 fp32 blocks (64 columns), 4-5 hold 16 rows of A,
- * 6-7 the B tiles. B is read in chunks of CHUNK groups (32 KB at inner width 64) that stay in L1
- * while a block of ROWS rows (128 KB, in L2) passes. Measured on a 2-core Xeon with AMX: 0.16 s for
- * all 50257 x 50257 entries of a rank-64 product, where torch's bf16 matmul alone takes 0.28 s.
- * Built and loaded by circuits/amx.py.
+ * group_max_amx (Intel AMX, bf16 in, fp32 accumulation)
+ *   A  [rows, 32*kt] bf16, row-major (kt = 1 or 2: inner width 32 or 64); rows a multiple of 16
+ *   Bp [4*groups column blocks][kt][16 pairs][16 columns] int32: B in AMX's VNNI layout, where one
+ *      int32 holds the two bf16 values B[2p, c], B[2p + 1, c]
+ *   Tile registers 0-3 accumulate four 16 x 16 fp32 blocks (64 columns), 4-5 hold 16 rows of A,
+ *   6-7 the B tiles. B is read in chunks of CHUNK groups (32 KB at inner width 64) that stay in L1
+ *   while a block of ROWS rows (128 KB, in L2) passes. Measured on a 2-core Xeon with AMX: 0.14 s
+ *   for all 50257 x 50257 entries of a rank-64 product, where torch's bf16 matmul alone takes 0.28 s.
+ *
+ * group_max_f32 (AVX2 + FMA, fp32 throughout: for CPUs without fast bf16)
+ *   A  [rows, k] fp32, row-major; Bp [groups][k][64] fp32
+ *   Two rows x 32 columns of accumulators (8 registers) per pass, two passes per group.
+ *
+ * Both write out[groups, stride] fp32: out[g, i] = max_{c in group g} sum_r A[i, r] B[r, c].
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -20,6 +26,10 @@
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
+#define AVX2 __attribute__((target("avx2,fma")))
+#define F32_CHUNK 8    /* groups of B per pass: 128 KB of fp32 at inner width 64, in L2 */
+#define F32_ROWS 256   /* rows per pass: 64 KB of A */
 #ifndef CHUNK
 #define CHUNK 4
 #endif
@@ -36,7 +46,7 @@ struct tile_config {
 /* Linux hands out AMX state only on request, once per process. 0 on success. */
 int amx_request(void) { return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); }
 
-static void configure(void) {
+AMX static void configure(void) {
     struct tile_config c;
     memset(&c, 0, sizeof c);
     c.palette_id = 1;
@@ -55,7 +65,7 @@ static void configure(void) {
 
 /* The maxima of 16 vectors, one per lane, in 45 instructions instead of 16 horizontal reductions:
  * halve the candidates per row four times, pairing rows so that every shuffle serves two of them. */
-static inline __m512 max16(const __m512 m[16], __m512i order) {
+AMX static inline __m512 max16(const __m512 m[16], __m512i order) {
     __m512 v[8], w[4], u[2];
     for (int i = 0; i < 8; i++)
         v[i] = _mm512_max_ps(_mm512_shuffle_f32x4(m[i], m[i + 8], 0x44), _mm512_shuffle_f32x4(m[i], m[i + 8], 0xEE));
@@ -68,7 +78,7 @@ static inline __m512 max16(const __m512 m[16], __m512i order) {
 }
 
 /* Which row each lane of max16's shuffled result holds, found by running it on rows of constants. */
-static __m512i lane_order(void) {
+AMX static __m512i lane_order(void) {
     __m512 m[16];
     float rows[16] __attribute__((aligned(64)));
     int32_t idx[16] __attribute__((aligned(64)));
@@ -94,7 +104,7 @@ static __m512i lane_order(void) {
         _tile_stored(2, (a)[2], 64); _tile_stored(3, (a)[3], 64);                   \
     } while (0)
 
-void group_max(const uint16_t *A, const int32_t *Bp, float *out, int64_t rows, int64_t stride, int64_t groups,
+AMX void group_max_amx(const uint16_t *A, const int32_t *Bp, float *out, int64_t rows, int64_t stride, int64_t groups,
                int kt) {
     float acc[2][4][16][16] __attribute__((aligned(64)));
     __m512 m[16];
@@ -121,4 +131,43 @@ void group_max(const uint16_t *A, const int32_t *Bp, float *out, int64_t rows, i
         }
     }
     _tile_release();
+}
+
+AVX2 static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+AVX2 void group_max_f32(const float *A, const float *Bp, float *out, int64_t rows, int64_t stride, int64_t groups,
+                        int64_t k) {
+    for (int64_t r0 = 0; r0 < rows; r0 += F32_ROWS)
+    for (int64_t g0 = 0; g0 < groups; g0 += F32_CHUNK) {
+        int64_t g1 = g0 + F32_CHUNK < groups ? g0 + F32_CHUNK : groups;
+        int64_t r1 = r0 + F32_ROWS < rows ? r0 + F32_ROWS : rows;
+        for (int64_t i = r0; i < r1; i += 2) {
+            const float *a0 = A + i * k, *a1 = A + (i + 1 < r1 ? i + 1 : i) * k;  /* odd count: row twice */
+            for (int64_t g = g0; g < g1; g++) {
+                __m256 m0 = _mm256_set1_ps(-__builtin_inff()), m1 = m0;
+                for (int half = 0; half < 2; half++) {
+                    const float *b = Bp + g * k * 64 + half * 32;
+                    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+                    __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+                    for (int64_t r = 0; r < k; r++, b += 64) {
+                        __m256 x0 = _mm256_broadcast_ss(a0 + r), x1 = _mm256_broadcast_ss(a1 + r);
+                        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+                        __m256 b2 = _mm256_load_ps(b + 16), b3 = _mm256_load_ps(b + 24);
+                        c00 = _mm256_fmadd_ps(x0, b0, c00); c01 = _mm256_fmadd_ps(x0, b1, c01);
+                        c02 = _mm256_fmadd_ps(x0, b2, c02); c03 = _mm256_fmadd_ps(x0, b3, c03);
+                        c10 = _mm256_fmadd_ps(x1, b0, c10); c11 = _mm256_fmadd_ps(x1, b1, c11);
+                        c12 = _mm256_fmadd_ps(x1, b2, c12); c13 = _mm256_fmadd_ps(x1, b3, c13);
+                    }
+                    m0 = _mm256_max_ps(m0, _mm256_max_ps(_mm256_max_ps(c00, c01), _mm256_max_ps(c02, c03)));
+                    m1 = _mm256_max_ps(m1, _mm256_max_ps(_mm256_max_ps(c10, c11), _mm256_max_ps(c12, c13)));
+                }
+                out[g * stride + i] = hmax8(m0);
+                if (i + 1 < r1) out[g * stride + i + 1] = hmax8(m1);
+            }
+        }
+    }
 }
