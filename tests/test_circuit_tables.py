@@ -179,3 +179,15 @@ def test_keys_order_like_values(dtype):
     for x in (v, -v.abs()):  # the bound from the largest key: exact when some entry is >= +0
         assert float(_upper_bound(x.view(_KEYS[dtype]).amax(), dtype, torch.float64)) >= float(x.double().max())
     assert float(_upper_bound(keys.amax(), dtype, torch.float64)) == float(v.double().max())
+
+
+def test_fp32_scan_allows_for_reduced_precision_matmuls(monkeypatch):
+    """With torch's fp32 matmul precision below "highest", the fp32 scan's error bound widens to bf16's."""
+    from circuits.circuit_scan import MARGIN_FACTOR, Blocks
+
+    fm = random_fm()
+    tight = Blocks(fm, None, None, None).margin
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "medium")
+    wide = Blocks(fm, None, None, None).margin
+    norms = fm.A.norm(dim=1) * fm.B.norm(dim=0).max()
+    assert torch.all(wide >= MARGIN_FACTOR * norms) and torch.all(tight < MARGIN_FACTOR * norms / 100)

@@ -111,3 +111,26 @@ def test_paper_size_training_step_on_cuda():
     assert first == pytest.approx(torch.log(torch.tensor(cfg.d_vocab * 1.0)).item(), abs=1.0)
     later = [training_step(model, model, opt, batch, train_cfg, CUDA) for _ in range(5)]
     assert later[-1] < first  # the same batch again: the loss must fall
+
+
+@pytest.mark.parametrize("filter_dtype", [torch.bfloat16, None])
+@pytest.mark.parametrize("tf32", [False, True])
+def test_circuit_scan_on_cuda_matches_dense(filter_dtype, tf32):
+    from circuits.circuit_tables import scan_ov_circuit
+    from circuits.factored import FactoredMatrix
+
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # the fixture restores it
+    g = torch.Generator().manual_seed(0)
+    B = torch.randn(3, 16, 700, generator=g)
+    A = torch.tensor([0.0, 1.0, 3.0])[:, None, None] * B.mT + torch.randn(3, 700, 16, generator=g)
+    ov = FactoredMatrix(A.to(CUDA), B.to(CUDA))
+    vals, out, src, top1, top5 = scan_ov_circuit(ov, k=20, chunk_rows=128, chunk_cols=96, filter_dtype=filter_dtype)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    M = (A.double() @ B.double()).float()
+    for h in range(3):
+        want = M[h].flatten().topk(20)
+        torch.testing.assert_close(vals[h].cpu(), want.values)
+        assert set((out[h].cpu() * 700 + src[h].cpu()).tolist()) == set(want.indices.tolist())
+        beaten = (M[h] > M[h].diagonal()[None, :]).sum(0)
+        assert float(top1[h]) == float((beaten < 1).float().mean())
+        assert float(top5[h]) == float((beaten < 5).float().mean())

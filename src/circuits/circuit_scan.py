@@ -68,6 +68,13 @@ def _count_true(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(1, dtype=torch.int16 if mask.shape[1] < 2 ** 15 else torch.int32).long()
 
 
+def _reduced_fp32_matmuls(device_type: str) -> bool:
+    """Whether fp32 matmuls here may round their inputs to TF32 or bf16 (torch's precision settings)."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return True
+    return device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+
+
 class Blocks:
     """A 2-D FactoredMatrix in norm order: approximate blocks with per-row error bounds, exact entries."""
 
@@ -83,6 +90,8 @@ class Blocks:
             filter_dtype = torch.bfloat16 if bf16_is_fast(self.A.device.type) else None
         if filter_dtype is None:  # fp32 rounding: summation order differs from ``exact``
             factor, self.A_lo, Bt_lo = (k + 2) * torch.finfo(self.exact_dtype).eps, self.A, self.Bt
+            if _reduced_fp32_matmuls(self.A.device.type):  # TF32 or bf16 inside fp32 matmuls: bf16's bound
+                factor = max(factor, MARGIN_FACTOR)
         else:
             factor, self.A_lo, Bt_lo = MARGIN_FACTOR, self.A.to(filter_dtype), self.Bt.to(filter_dtype)
         row_norm, col_norm = self.A.norm(dim=1), self.Bt.norm(dim=1)
@@ -151,11 +160,11 @@ class TopK:
 
     def _merge(self, blocks: Blocks, r: torch.Tensor, c: torch.Tensor) -> None:
         v = blocks.exact(r, c)
-        values = torch.cat([self.values.to(v.dtype), v])
+        values = torch.cat([self.values.to(v), v])  # .to(v): dtype and device of the factors
         order = values.topk(min(self.k, len(values))).indices
         self.values = values[order]
-        self.rows = torch.cat([self.rows, r])[order]
-        self.cols = torch.cat([self.cols, c])[order]
+        self.rows = torch.cat([self.rows.to(r.device), r])[order]
+        self.cols = torch.cat([self.cols.to(c.device), c])[order]
         if len(self.values) >= self.k:
             self.thr = float(self.values[-1])
 
