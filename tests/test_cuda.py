@@ -124,7 +124,9 @@ def test_circuit_scan_on_cuda_matches_dense(filter_dtype, tf32):
     B = torch.randn(3, 16, 700, generator=g)
     A = torch.tensor([0.0, 1.0, 3.0])[:, None, None] * B.mT + torch.randn(3, 700, 16, generator=g)
     ov = FactoredMatrix(A.to(CUDA), B.to(CUDA))
+    reduced = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
     vals, out, src, top1, top5 = scan_ov_circuit(ov, k=20, chunk_rows=128, chunk_cols=96, filter_dtype=filter_dtype)
+    assert torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction == reduced  # restored after the scan
     torch.backends.cuda.matmul.allow_tf32 = False
     M = (A.double() @ B.double()).float()
     for h in range(3):

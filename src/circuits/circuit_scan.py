@@ -28,6 +28,7 @@ so the largest come first and a top-k threshold is high from the first block on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -272,6 +273,29 @@ def scan(fm: FactoredMatrix, top: TopK | None, copy: Copying | None, chunk_rows:
     chunk_rows, chunk_cols: block size (None: KERNEL_ROWS rows on the kernel path, CHUNK_ROWS x
     CHUNK_COLS on the torch path; the kernels always take every column at once)."""
     blocks = Blocks(fm, chunk_rows, chunk_cols, filter_dtype)
+    with _fp32_accumulation(blocks.A.device.type):
+        _scan_blocks(blocks, top, copy)
+        if copy is not None and blocks.packed is None:
+            copy.finish(blocks)  # copying's exact pass over the rows the first tiles left open
+
+
+@contextlib.contextmanager
+def _fp32_accumulation(device_type: str):
+    """cuBLAS may reduce bf16 products in bf16 (torch's default allows it), which the error bound
+    does not cover: the scan turns that off while it runs."""
+    if device_type != "cuda":
+        yield
+        return
+    flags = torch.backends.cuda.matmul
+    saved = flags.allow_bf16_reduced_precision_reduction
+    flags.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        flags.allow_bf16_reduced_precision_reduction = saved
+
+
+def _scan_blocks(blocks: Blocks, top: TopK | None, copy: Copying | None) -> None:
     for rows, a in blocks.blocks:
         margin = blocks.margin[rows]
         if blocks.packed is not None:
@@ -288,5 +312,3 @@ def scan(fm: FactoredMatrix, top: TopK | None, copy: Copying | None, chunk_rows:
             if top is None:
                 break  # copying alone reads only the first tile here, then ``finish``
             top.update(blocks, rows, margin, margin_max, cols, approx)
-    if copy is not None and blocks.packed is None:
-        copy.finish(blocks)
