@@ -5,7 +5,10 @@ n_ctx 64 to save memory, irrelevant here). For every head:
   - eigenvalue summary sum(λ)/sum(|λ|) of its OV circuit W_U W_OV W_E (from the 64 x 64 cyclic product)
   - top-k entries of its OV circuit (source -> output) and of its QK circuit (destination, source)
   - the fraction of source tokens whose top-1 / top-5 OV output is themselves
-Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in row chunks, never built.
+Each d_vocab x d_vocab circuit (10 GB in fp32) is scanned in blocks, never built. Then, timed
+apart (the goal covers the part above), the per-token dump of the one-layer chapter over the whole
+vocabulary: every token's top-5 OV outputs, top-5 QK sources and top-5 QK destinations in every
+head (``skip_trigrams.token_dump``: 36 per-row top-k passes over 50257 x 50257 products).
 
 Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
 circuit, 7.8 TFLOP for 24 circuits. Where it can, the scan runs in a C kernel that keeps only group
@@ -14,10 +17,11 @@ the first line says which one runs and how long the build took); elsewhere in to
 are exact either way.
 
     python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows N] [--chunk-cols N]
-                                          [--threads N] [--heads N]
+                                          [--threads N] [--heads N] [--no-dump]
 
 Peak memory is the growth of the process's max RSS over its value after the model was built.
-Last line: seconds=<s> peak_gb=<g>
+Last line (eigen-positivity, top-k and copying rates of every head; not the dump):
+seconds=<s> peak_gb=<g>
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from circuits.circuit_tables import scan_ov_circuit, topk_circuit_entries
 from circuits.circuits import eigen_positivity, ov_circuit, qk_circuit
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer
+from circuits.skip_trigrams import token_dump
 from circuits.precision import bf16_is_fast
 
 
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--chunk-cols", type=int, default=None, help="columns per tile on the torch path")
     ap.add_argument("--heads", type=int, default=0, help="analyse only the first N heads (0: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--no-dump", action="store_true", help="skip the per-token dump")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,9 +86,18 @@ def main() -> None:
                   f"  QK max {float(qvals[0]):.3e} at (dst {int(dst[0])}, src {int(qsrc[0])})"
                   f"  {time.perf_counter() - th:.2f} s", flush=True)
         seconds = time.perf_counter() - t0
-    flops = 2 * 2 * (args.heads or cfg.n_heads) * cfg.d_vocab ** 2 * cfg.d_head
-    print(f"{flops / 1e12:.2f} TFLOP of circuit entries in {seconds:.1f} s = {flops / seconds / 1e9:.0f} GFLOP/s")
-    print(f"seconds={seconds:.2f} peak_gb={max(0.0, max_rss_gb() - base):.2f}")
+        peak = max(0.0, max_rss_gb() - base)
+        flops = 2 * 2 * (args.heads or cfg.n_heads) * cfg.d_vocab ** 2 * cfg.d_head
+        print(f"{flops / 1e12:.2f} TFLOP of circuit entries in {seconds:.1f} s = {flops / seconds / 1e9:.0f} GFLOP/s",
+              flush=True)
+        if not args.no_dump:
+            heads = slice(0, args.heads or cfg.n_heads)
+            t1 = time.perf_counter()
+            dump = token_dump(ov[heads], qk[heads], torch.arange(cfg.d_vocab), k=5)
+            print(f"per-token dump (top-5 OV outputs, QK sources, QK destinations of all {cfg.d_vocab} tokens in "
+                  f"{dump['ov_out'].shape[0]} heads): {time.perf_counter() - t1:.1f} s, peak "
+                  f"{max(0.0, max_rss_gb() - base):.2f} GB", flush=True)
+    print(f"seconds={seconds:.2f} peak_gb={peak:.2f}")
 
 
 if __name__ == "__main__":

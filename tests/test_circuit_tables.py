@@ -25,7 +25,8 @@ def path(monkeypatch):
     """``path(filter)`` -> the filter_dtype to pass, with every C kernel but the one asked for switched off."""
     def choose(filter_dtype):
         kind = filter_dtype if isinstance(filter_dtype, str) else None
-        monkeypatch.setattr(group_max, "kind_for", lambda dtype, inner_dim: kind)
+        monkeypatch.setattr(group_max, "kind_for",
+                            lambda dtype, inner_dim: kind if kind and group_max.KINDS[kind][0] == dtype else None)
         return {"amx": torch.bfloat16, "avx2": None}.get(kind, filter_dtype)
     return choose
 
@@ -191,3 +192,38 @@ def test_fp32_scan_allows_for_reduced_precision_matmuls(monkeypatch):
     wide = Blocks(fm, None, None, None).margin
     norms = fm.A.norm(dim=1) * fm.B.norm(dim=0).max()
     assert torch.all(wide >= MARGIN_FACTOR * norms) and torch.all(tight < MARGIN_FACTOR * norms / 100)
+
+
+KERNELS = [p for p in FILTERS if p.id in ("bf16-amx", "fp32-avx2")]
+
+
+@pytest.mark.parametrize("filter_dtype", KERNELS)
+@pytest.mark.parametrize("k", [1, 4, 70, 500])
+def test_row_topk_matches_dense(path, filter_dtype, k):
+    """Per-row top-k from group maxima (circuit_scan.row_topk), groups of 64 columns: k below, near
+    and above the number of groups and columns, and rows with exactly tied entries."""
+    from circuits.circuit_scan import row_topk
+
+    fm = random_fm(m=150, n=131, seed=k)
+    fm.A[7] = 0.0  # a row of zeros: every entry ties
+    vals, idx = row_topk(fm, k, filter_dtype=path(filter_dtype))
+    M = fm.dense()
+    want = M.topk(min(k, M.shape[1]), dim=-1)
+    torch.testing.assert_close(vals, want.values)
+    torch.testing.assert_close(M.gather(1, idx), want.values)  # ties may pick other columns of equal value
+    assert all(len(set(r)) == len(r) for r in idx.tolist())
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_per_row_on_the_kernel_path(monkeypatch, largest):
+    from circuits import circuit_tables
+
+    if circuit_tables.kernel_for(random_fm()) is None:
+        pytest.skip("no group-maximum kernel for the default scan here")
+    monkeypatch.setattr(circuit_tables, "KERNEL_MIN_ROWS", 1)
+    fm = random_fm(batch=(2,))
+    rows = torch.tensor([5, 0, 149, 5])
+    vals, idx = topk_per_row(fm, 4, rows=rows, largest=largest)
+    want = fm.dense()[:, rows].topk(4, dim=-1, largest=largest)
+    torch.testing.assert_close(vals, want.values)
+    assert torch.equal(idx, want.indices)

@@ -3,15 +3,15 @@
 ``M`` (a d_vocab x d_vocab circuit of rank d_head) is approximated in bf16 block by block and
 reduced on the fly; only entries whose approximation may clear a threshold are recomputed
 exactly (fp32 dot products of the fp32 factors). Each approximate value carries a rigorous
-error bound
+per-row error bound ``margin[i]`` (``_rounding_margin``): with Ã, B̃ the bf16 factors,
 
-    |v~[i, j] - M[i, j]|  <=  2^-6 ||A[i, :]|| max_j ||B[:, j]||  =: margin[i]
+    |v~[i, j] - M[i, j]|  <=  ||A[i] - Ã[i]|| max_j ||B_j|| + ||Ã[i]|| max_j ||B_j - B̃_j||
+                              + (γ_k + u_out) ||Ã[i]|| max_j ||B̃_j||            =: margin[i]
 
-(bf16 rounds each factor with relative error u = 2^-8, the product and fp32 accumulation add at
-most 3u of sum_r |A[i,r] B[r,j]| <= ||A[i]|| ||B[:, j]||, the rounding of the output u more; a
-tiny absolute term covers subnormals, which AMX flushes to zero), so the results equal a dense
-fp32 computation. In exact mode (``filter_dtype=None``, used where bf16 matmuls are slow) the
-blocks are fp32 and the bound is that of fp32 rounding.
+(Cauchy-Schwarz on the actual rounding residuals; γ_k for fp32 accumulation, u_out = 2^-8 where
+the output is rounded to bf16; a tiny absolute term covers subnormals, which AMX flushes to
+zero), so the results equal a dense fp32 computation. In exact mode (``filter_dtype=None``, used
+where bf16 matmuls are slow) the blocks are fp32 and the bound is that of fp32 rounding.
 
 Two ways to produce the blocks:
   - ``group_max.group_maxima`` (C kernels: bf16 on CPUs with AMX, fp32 on CPUs with AVX2): the
@@ -38,11 +38,13 @@ from . import group_max as kernels
 from .factored import FactoredMatrix
 from .precision import bf16_is_fast
 
-MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]||
+MARGIN_FACTOR = 2.0 ** -6  # >= the worst-case bf16 error relative to ||A[i]|| max_j ||B[:, j]|| (used where
+# fp32 matmuls may round to TF32 or bf16 internally; the bf16 filter uses the residuals, _rounding_margin)
 GROUPS = 8  # column groups per row whose maxima settle copying rows in a torch tile
 CHUNK_ROWS, CHUNK_COLS = 2048, 512  # a 2 MB bf16 tile (torch path), in L2 on the 2-core machines
 KERNEL_ROWS = 8192  # rows per kernel call: group maxima of 8192 rows are 26 MB at GPT-2's vocabulary
 EXACT_BATCH = 1 << 16  # exact entries per gather: 32 MB of factor rows at width 64
+ROW_GROUPS = 32  # candidate groups a row may have in row_topk before it is computed whole
 _KEYS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
          torch.float64: torch.int64}  # same-width integers whose order matches floats >= +0
 
@@ -69,6 +71,47 @@ def _count_true(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(1, dtype=torch.int16 if mask.shape[1] < 2 ** 15 else torch.int32).long()
 
 
+def _rounding_margin(A: torch.Tensor, A_lo: torch.Tensor, Bt: torch.Tensor, Bt_lo: torch.Tensor,
+                     rounded_output: bool) -> torch.Tensor:
+    """Per-row bound on |v~[i, j] - M[i, j]| for values multiplied from rounded factors [m].
+
+    With Ã, B̃ the rounded factors (their products are exact in fp32) and dA = A - Ã, dB = B - B̃:
+    M - Ã B̃ = dA B + Ã dB, so by Cauchy-Schwarz on the actual rounding residuals
+
+        |v~ - M| <= ||dA[i]|| max_j ||B_j|| + ||Ã[i]|| max_j ||dB_j|| + (γ_k + u_out (1 + γ_k)) ||Ã[i]|| max_j ||B̃_j||
+
+    (γ_k = k 2^-24 / (1 - k 2^-24): fp32 accumulation in any order; u_out = 2^-8 where the output is
+    rounded to bf16). The residuals are about 2^-9 of the factors, so this is 10-15x tighter than
+    the worst case MARGIN_FACTOR and lets far fewer entries through to the exact recheck.
+    """
+    exact = A.dtype
+    At, Bt_t = A_lo.to(exact), Bt_lo.to(exact)
+    k = A.shape[1]
+    gamma = k * 2.0 ** -24 / (1 - k * 2.0 ** -24)
+    u_out = 2.0 ** -8 if rounded_output else 0.0
+    b_max = Bt.norm(dim=1).max() if len(Bt) else A.new_zeros(())
+    db_max = (Bt - Bt_t).norm(dim=1).max() if len(Bt) else A.new_zeros(())
+    bt_max = Bt_t.norm(dim=1).max() if len(Bt) else A.new_zeros(())
+    a_t = At.norm(dim=1)
+    bound = (A - At).norm(dim=1) * b_max + a_t * db_max + (gamma + u_out * (1 + gamma)) * a_t * bt_max
+    return bound * (1 + 2.0 ** -16)  # the norms themselves are rounded
+
+
+def _resolve(filter_dtype, device_type: str) -> torch.dtype | None:
+    """``"auto"``: bf16 where bf16 matmuls are fast here, else None (fp32 throughout)."""
+    if filter_dtype == "auto":
+        return torch.bfloat16 if bf16_is_fast(device_type) else None
+    return filter_dtype
+
+
+def kernel_for(fm: FactoredMatrix, filter_dtype="auto") -> str | None:
+    """The group-maximum kernel a scan of ``fm`` runs in (``group_max.kind_for``), or None for torch."""
+    if fm.A.device.type != "cpu":
+        return None
+    dtype = _resolve(filter_dtype, "cpu") or torch.promote_types(fm.dtype, torch.float32)
+    return kernels.kind_for(dtype, fm.inner_dim)
+
+
 def _reduced_fp32_matmuls(device_type: str) -> bool:
     """Whether fp32 matmuls here may round their inputs to TF32 or bf16 (torch's precision settings)."""
     if torch.get_float32_matmul_precision() != "highest":
@@ -87,23 +130,26 @@ class Blocks:
         self.Bt = fm.B.mT.to(self.exact_dtype).contiguous()  # [n, k]: columns of B as rows, for gathers
         self.m, self.n = fm.shape
         k = fm.inner_dim
-        if filter_dtype == "auto":
-            filter_dtype = torch.bfloat16 if bf16_is_fast(self.A.device.type) else None
+        filter_dtype = _resolve(filter_dtype, self.A.device.type)
+        kind = kernel_for(fm, filter_dtype) if self.n else None
+        row_norm, col_norm = self.A.norm(dim=1), self.Bt.norm(dim=1)
+        col_max = col_norm.max() if self.n else col_norm.new_zeros(())
         if filter_dtype is None:  # fp32 rounding: summation order differs from ``exact``
             factor, self.A_lo, Bt_lo = (k + 2) * torch.finfo(self.exact_dtype).eps, self.A, self.Bt
             if _reduced_fp32_matmuls(self.A.device.type):  # TF32 or bf16 inside fp32 matmuls: bf16's bound
                 factor = max(factor, MARGIN_FACTOR)
+            margin = factor * row_norm * col_max
         else:
-            factor, self.A_lo, Bt_lo = MARGIN_FACTOR, self.A.to(filter_dtype), self.Bt.to(filter_dtype)
-        row_norm, col_norm = self.A.norm(dim=1), self.Bt.norm(dim=1)
-        col_max = col_norm.max() if self.n else col_norm.new_zeros(())
+            self.A_lo, Bt_lo = self.A.to(filter_dtype), self.Bt.to(filter_dtype)
+            # torch's bf16 matmul rounds its output to bf16; the kernels return fp32
+            margin = _rounding_margin(self.A, self.A_lo, self.Bt, Bt_lo, rounded_output=kind is None)
+        # subnormals, which AMX flushes to zero (inputs and outputs): at most FLT_MIN per term
         tiny = 4 * (k + 2) * torch.finfo(torch.float32).tiny * (1 + row_norm) * (1 + col_max)
-        self.margin = factor * row_norm * col_max + tiny  # [m], exact dtype, by original row
+        self.margin = margin + tiny  # [m], exact dtype, by original row
         self.row_ids = row_norm.argsort(descending=True)
         self.col_ids = col_norm.argsort(descending=True)
         A_sorted, Bt_sorted = self.A_lo[self.row_ids], Bt_lo[self.col_ids]
         self.packed = None
-        kind = kernels.kind_for(self.A_lo.dtype, k) if self.A.device.type == "cpu" and self.n else None
         if kind is not None:
             self.chunk_rows = max(1, int(chunk_rows or KERNEL_ROWS))
             self.packed = kernels.PackedColumns(Bt_sorted, kind)
@@ -312,3 +358,56 @@ def _scan_blocks(blocks: Blocks, top: TopK | None, copy: Copying | None) -> None
             if top is None:
                 break  # copying alone reads only the first tile here, then ``finish``
             top.update(blocks, rows, margin, margin_max, cols, approx)
+
+
+def row_topk(fm: FactoredMatrix, k: int, filter_dtype="auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k of every row of a 2-D ``fm`` from group maxima: ``(values, indices)`` [m, k]; only
+    where a kernel runs (``kernel_for``).
+
+    Row i's k-th largest group maximum m_k marks k distinct entries whose true values are >= m_k -
+    margin, so every entry of the row's true top k has v~ >= m_k - 2 margin, and so has its group.
+    Only those groups (about k per row) are recomputed exactly, one small matmul per group; a row
+    with more than ROW_GROUPS of them (ties, say) is computed whole.
+    """
+    blocks = Blocks(fm, None, None, filter_dtype)
+    if blocks.packed is None:
+        raise ValueError("row_topk needs a group-maximum kernel for this matrix (see kernel_for)")
+    k = min(k, blocks.n)
+    values = torch.empty(blocks.m, k, dtype=blocks.exact_dtype)
+    indices = torch.empty(blocks.m, k, dtype=torch.long)
+    for rows, a in blocks.blocks:
+        group_max = kernels.group_maxima(a, blocks.packed).contiguous()  # [r, groups]
+        n_groups = group_max.shape[1]
+        floor = group_max.topk(min(k, n_groups), dim=1).values[:, -1] - 2 * blocks.margin[rows]
+        cand = group_max >= floor[:, None]
+        wide = cand.sum(1, dtype=torch.int32) > ROW_GROUPS
+        ri, gi = (cand & ~wide[:, None]).nonzero().unbind(1)  # row-major: each row's groups together
+        if len(ri):
+            vals, slot_group = _candidate_values(blocks, rows, ri, gi)
+            top = vals.topk(k, dim=1)
+            group = slot_group.gather(1, top.indices // kernels.GROUP)
+            values[rows], indices[rows] = top.values, blocks.group_cols[group, top.indices % kernels.GROUP]
+        for part in wide.nonzero().squeeze(1).split(128):  # rows with many candidate groups: whole rows
+            top = (blocks.A[rows[part]] @ blocks.Bt.T).topk(k, dim=1)
+            values[rows[part]], indices[rows[part]] = top.values, top.indices
+    return values, indices
+
+
+def _candidate_values(blocks: Blocks, rows, ri, gi) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact values of every column of the (row position ri, group gi) pairs, one small matmul per
+    group: ``(values [r, slots x GROUP], slot_group [r, slots])``, where a row's slots hold its groups
+    in order and unused slots and padding columns hold -inf."""
+    r = len(rows)
+    starts = torch.searchsorted(ri, torch.arange(r))
+    slot = torch.arange(len(ri)) - starts[ri]
+    n_slots = int(slot.max()) + 1
+    vals = torch.full((r, n_slots, kernels.GROUP), -math.inf, dtype=blocks.exact_dtype)
+    slot_group = torch.zeros((r, n_slots), dtype=torch.long)
+    slot_group[ri, slot] = gi
+    n_real = (blocks.group_cols >= 0).sum(1).tolist()  # padding only ever ends the last group
+    order = gi.argsort(stable=True)
+    groups, counts = torch.unique_consecutive(gi[order], return_counts=True)
+    for g, pairs in zip(groups.tolist(), order.split(counts.tolist())):
+        real = n_real[g]
+        vals[ri[pairs], slot[pairs], :real] = blocks.A[rows[ri[pairs]]] @ blocks.Bt[blocks.group_cols[g, :real]].T
+    return vals.view(r, -1), slot_group

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from .circuit_scan import Copying, TopK, scan
+from .circuit_scan import Copying, TopK, kernel_for, row_topk, scan
 from .factored import FactoredMatrix
+
+KERNEL_MIN_ROWS = 4096  # below this, dense rows in torch are as fast as the group-maximum kernels
 
 
 def _per_matrix(fm: FactoredMatrix, fn):
@@ -87,17 +89,22 @@ def scan_ov_circuit(ov: FactoredMatrix, k: int = 100, ks: tuple[int, ...] = (1, 
 @torch.no_grad()
 def topk_per_row(fm: FactoredMatrix, k: int, rows: torch.Tensor | None = None, largest: bool = True,
                  chunk_rows: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k entries of each selected row of ``M = A @ B`` (exact fp32, chunked).
+    """Top-k entries of each selected row of ``M = A @ B`` (exact fp32).
 
     fm: [..., m, n]; rows: [r] (default all). Returns ``(values, indices)`` [..., r, k].
     Source -> top outputs (OV) is ``topk_per_row(ov.T, k)``; source -> top destinations (QK)
     is ``topk_per_row(qk.T, k)``, since both circuits are indexed [.., src] in their columns.
+    Many rows on a CPU with a group-maximum kernel: ``circuit_scan.row_topk``; otherwise dense
+    rows, ``chunk_rows`` at a time.
     """
     rows = torch.arange(fm.shape[-2]) if rows is None else torch.as_tensor(rows)
+    sign = 1.0 if largest else -1.0
+    if len(rows) >= KERNEL_MIN_ROWS and kernel_for(fm) is not None:
+        vals, idx = _per_matrix(FactoredMatrix(sign * fm.A[..., rows, :], fm.B), lambda m: row_topk(m, k))
+        return sign * vals, idx
     vals, idx = [], []
     for start in range(0, len(rows), chunk_rows):
-        block = fm.rows(rows[start:start + chunk_rows])
-        top = block.topk(min(k, fm.shape[-1]), dim=-1, largest=largest)
+        top = fm.rows(rows[start:start + chunk_rows]).topk(min(k, fm.shape[-1]), dim=-1, largest=largest)
         vals.append(top.values)
         idx.append(top.indices)
     return torch.cat(vals, dim=-2), torch.cat(idx, dim=-2)
