@@ -199,11 +199,15 @@ KERNELS = [p for p in FILTERS if p.id in ("bf16-amx", "fp32-avx2")]
 
 @pytest.mark.parametrize("filter_dtype", KERNELS)
 @pytest.mark.parametrize("k", [1, 4, 70, 500])
-def test_row_topk_matches_dense(path, filter_dtype, k):
+@pytest.mark.parametrize("row_groups", [32, 1])
+def test_row_topk_matches_dense(monkeypatch, path, filter_dtype, k, row_groups):
     """Per-row top-k from group maxima (circuit_scan.row_topk), groups of 64 columns: k below, near
-    and above the number of groups and columns, and rows with exactly tied entries."""
+    and above the number of groups and columns, rows with exactly tied entries, and rows computed
+    whole (more than ROW_GROUPS candidate groups)."""
+    from circuits import circuit_scan
     from circuits.circuit_scan import row_topk
 
+    monkeypatch.setattr(circuit_scan, "ROW_GROUPS", row_groups)
     fm = random_fm(m=150, n=131, seed=k)
     fm.A[7] = 0.0  # a row of zeros: every entry ties
     vals, idx = row_topk(fm, k, filter_dtype=path(filter_dtype))
