@@ -164,27 +164,27 @@ def test_diagonal_stats():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_keys_order_like_values(dtype):
-    """The integer keys of the scan (circuit_scan): v > t iff key(v) > _key_above(t) for t >= 0,
-    and v >= t iff key(v) >= _key_at_least(t) for t > 0, for values of either sign."""
-    from circuits.circuit_scan import _KEYS, _key_above, _key_at_least, _upper_bound
+    """The integer keys of the scan (circuit_blocks): v > t iff key(v) > key_above(t) for t >= 0,
+    and v >= t iff key(v) >= key_at_least(t) for t > 0, for values of either sign."""
+    from circuits.circuit_blocks import KEYS, key_above, key_at_least, upper_bound
 
     g = torch.Generator().manual_seed(0)
     v = torch.cat([torch.randn(4000, generator=g), torch.tensor([0.0, -0.0, 1e-40, -1e-40])]).to(dtype)
     t = torch.cat([torch.rand(300, generator=g) * 3, v[:50].float().abs(), torch.tensor([1e-41, 0.0])]).double()
-    keys = v.view(_KEYS[dtype])
-    above = _key_above(t, dtype)
+    keys = v.view(KEYS[dtype])
+    above = key_above(t, dtype)
     assert torch.equal(keys[None, :] > above[:, None], v.double()[None, :] > t[:, None])
     pos = t > 0
-    at_least = _key_at_least(t[pos], dtype)
+    at_least = key_at_least(t[pos], dtype)
     assert torch.equal(keys[None, :] >= at_least[:, None], v.double()[None, :] >= t[pos][:, None])
     for x in (v, -v.abs()):  # the bound from the largest key: exact when some entry is >= +0
-        assert float(_upper_bound(x.view(_KEYS[dtype]).amax(), dtype, torch.float64)) >= float(x.double().max())
-    assert float(_upper_bound(keys.amax(), dtype, torch.float64)) == float(v.double().max())
+        assert float(upper_bound(x.view(KEYS[dtype]).amax(), dtype, torch.float64)) >= float(x.double().max())
+    assert float(upper_bound(keys.amax(), dtype, torch.float64)) == float(v.double().max())
 
 
 def test_fp32_scan_allows_for_reduced_precision_matmuls(monkeypatch):
     """With torch's fp32 matmul precision below "highest", the fp32 scan's error bound widens to bf16's."""
-    from circuits.circuit_scan import MARGIN_FACTOR, Blocks
+    from circuits.circuit_blocks import MARGIN_FACTOR, Blocks
 
     fm = random_fm()
     tight = Blocks(fm, None, None, None).margin

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from circuits.circuit_scan import Blocks
+from circuits.circuit_blocks import Blocks
 from circuits.factored import FactoredMatrix
 from circuits.precision import CPU_BF16_ENV, bf16_is_fast
 from circuits.train import autocast, effective_precision, train

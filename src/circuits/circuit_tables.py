@@ -2,7 +2,7 @@
 
 Skip-trigram tables ("One layer": large QK entries pick (destination, source), large OV entries
 pick (source, out)) and copying rates need the largest entries of ``M = A @ B``, a
-``FactoredMatrix`` of rank d_head. The scan in ``circuit_scan`` checks every entry of ``M`` in
+``FactoredMatrix`` of rank d_head. The scan (``circuit_scan`` over ``circuit_blocks``) checks every entry of ``M`` in
 bf16 with a rigorous error bound and recomputes exactly every entry that may matter, so the
 results equal a dense fp32 computation while memory stays at one block of ``M``.
 ``filter_dtype=None`` scans in fp32 throughout; the default ``"auto"`` filters in bf16 only where
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .circuit_scan import Copying, TopK, kernel_for, row_topk, scan
+from .circuit_blocks import kernel_for
+from .circuit_scan import Copying, TopK, row_topk, scan
 from .factored import FactoredMatrix
 
 KERNEL_MIN_ROWS = 4096  # below this, dense rows in torch are as fast as the group-maximum kernels
