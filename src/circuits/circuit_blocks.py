@@ -146,6 +146,7 @@ class Blocks:
             self.packed = kernels.PackedColumns(Bt_sorted, kind)
             pad = self.packed.groups * kernels.GROUP - self.n  # padded columns repeat real ones: mark them -1
             self.group_cols = torch.cat([self.col_ids, self.col_ids.new_full((pad,), -1)]).view(-1, kernels.GROUP)
+            self.group_width = (self.group_cols >= 0).sum(1).tolist()  # real columns; padding ends the last group
         else:
             self.chunk_rows = max(1, int(chunk_rows or CHUNK_ROWS))
             self.chunk_cols = max(1, int(chunk_cols or CHUNK_COLS))

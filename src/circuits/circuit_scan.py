@@ -224,10 +224,9 @@ def _candidate_values(blocks: Blocks, rows, ri, gi) -> tuple[torch.Tensor, torch
     vals = torch.full((r, n_slots, kernels.GROUP), -math.inf, dtype=blocks.exact_dtype)
     slot_group = torch.zeros((r, n_slots), dtype=torch.long)
     slot_group[ri, slot] = gi
-    n_real = (blocks.group_cols >= 0).sum(1).tolist()  # padding only ever ends the last group
     order = gi.argsort(stable=True)
     groups, counts = torch.unique_consecutive(gi[order], return_counts=True)
     for g, pairs in zip(groups.tolist(), order.split(counts.tolist())):
-        real = n_real[g]
+        real = blocks.group_width[g]
         vals[ri[pairs], slot[pairs], :real] = blocks.A[rows[ri[pairs]]] @ blocks.Bt[blocks.group_cols[g, :real]].T
     return vals.view(r, -1), slot_group
