@@ -63,7 +63,7 @@ def key_at_least(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def rounding_margin(A: torch.Tensor, A_lo: torch.Tensor, Bt: torch.Tensor, Bt_lo: torch.Tensor,
-                     rounded_output: bool) -> torch.Tensor:
+                    b_max: torch.Tensor, rounded_output: bool) -> torch.Tensor:
     """Per-row bound on |v~[i, j] - M[i, j]| for values multiplied from rounded factors [m].
 
     With Ã, B̃ the rounded factors (their products are exact in fp32) and dA = A - Ã, dB = B - B̃:
@@ -72,7 +72,7 @@ def rounding_margin(A: torch.Tensor, A_lo: torch.Tensor, Bt: torch.Tensor, Bt_lo
         |v~ - M| <= ||dA[i]|| max_j ||B_j|| + ||Ã[i]|| max_j ||dB_j|| + (γ_k + u_out (1 + γ_k)) ||Ã[i]|| max_j ||B̃_j||
 
     (γ_k = k 2^-24 / (1 - k 2^-24): fp32 accumulation in any order; u_out = 2^-8 where the output is
-    rounded to bf16). The residuals are about 2^-9 of the factors, so this is 10-15x tighter than
+    rounded to bf16; b_max = max_j ||B_j||, which the caller has). The residuals are about 2^-9 of the factors, so this is 10-15x tighter than
     the worst case MARGIN_FACTOR and lets far fewer entries through to the exact recheck.
     """
     exact = A.dtype
@@ -80,9 +80,7 @@ def rounding_margin(A: torch.Tensor, A_lo: torch.Tensor, Bt: torch.Tensor, Bt_lo
     k = A.shape[1]
     gamma = k * 2.0 ** -24 / (1 - k * 2.0 ** -24)
     u_out = 2.0 ** -8 if rounded_output else 0.0
-    b_max = Bt.norm(dim=1).max() if len(Bt) else A.new_zeros(())
-    db_max = (Bt - Bt_t).norm(dim=1).max() if len(Bt) else A.new_zeros(())
-    bt_max = Bt_t.norm(dim=1).max() if len(Bt) else A.new_zeros(())
+    db_max, bt_max = ((Bt - Bt_t).norm(dim=1).max(), Bt_t.norm(dim=1).max()) if len(Bt) else (b_max, b_max)
     a_t = At.norm(dim=1)
     bound = (A - At).norm(dim=1) * b_max + a_t * db_max + (gamma + u_out * (1 + gamma)) * a_t * bt_max
     return bound * (1 + 2.0 ** -16)  # the norms themselves are rounded
@@ -133,7 +131,7 @@ class Blocks:
         else:
             self.A_lo, Bt_lo = self.A.to(filter_dtype), self.Bt.to(filter_dtype)
             # torch's bf16 matmul rounds its output to bf16; the kernels return fp32
-            margin = rounding_margin(self.A, self.A_lo, self.Bt, Bt_lo, rounded_output=kind is None)
+            margin = rounding_margin(self.A, self.A_lo, self.Bt, Bt_lo, col_max, rounded_output=kind is None)
         # subnormals, which AMX flushes to zero (inputs and outputs): at most FLT_MIN per term
         tiny = 4 * (k + 2) * torch.finfo(torch.float32).tiny * (1 + row_norm) * (1 + col_max)
         self.margin = margin + tiny  # [m], exact dtype, by original row
