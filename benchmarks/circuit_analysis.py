@@ -17,9 +17,10 @@ the first line says which one runs and how long the build took); elsewhere in to
 are exact either way.
 
     python benchmarks/circuit_analysis.py [--vocab 50257] [--k 100] [--chunk-rows N] [--chunk-cols N]
-                                          [--threads N] [--heads N] [--no-dump]
+                                          [--threads N] [--heads N] [--no-dump] [--device cuda]
 
-Peak memory is the growth of the process's max RSS over its value after the model was built.
+Peak memory is the growth of the process's max RSS over its value after the model was built; on CUDA
+it is the GPU's peak allocation (torch.cuda.max_memory_allocated) beyond the model's.
 Last line (eigen-positivity, top-k and copying rates of every head; not the dump):
 seconds=<s> peak_gb=<g>
 """
@@ -41,8 +42,16 @@ from circuits.skip_trigrams import token_dump
 from circuits.precision import bf16_is_fast
 
 
-def max_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+def peak_gb(device: torch.device) -> float:
+    """The process's max RSS (Linux reports KiB), or on CUDA the peak of torch's GPU allocations."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -54,19 +63,21 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=0, help="analyse only the first N heads (0: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-dump", action="store_true", help="skip the per-token dump")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the scan runs where the factors are)")
     args = ap.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     t = time.perf_counter()
-    dtype = torch.bfloat16 if bf16_is_fast("cpu") else torch.float32
-    kind = group_max.kind_for(dtype, 64)
-    kernel = f"C kernel {kind!r}" if kind else "torch tiles (no C kernel for it here)"
+    dtype = torch.bfloat16 if bf16_is_fast(device.type) else torch.float32
+    kind = group_max.kind_for(dtype, 64) if device.type == "cpu" else None
+    kernel = f"C kernel {kind!r}" if kind else f"torch tiles on {device} (no C kernel for it here)"
     print(f"scan in {dtype}: {kernel}; ready in {time.perf_counter() - t:.2f} s (a first build compiles it)",
           flush=True)
     cfg = ModelConfig(n_layers=1, d_model=768, n_heads=12, d_head=64, n_ctx=64, d_vocab=args.vocab)
-    model = AttnOnlyTransformer(cfg).requires_grad_(False)
-    base = max_rss_gb()
+    model = AttnOnlyTransformer(cfg).requires_grad_(False).to(device)
+    base = peak_gb(device)
     print(f"model: {cfg}; threads={torch.get_num_threads()}; rss after build {base:.2f} GB", flush=True)
 
     with torch.inference_mode():
@@ -86,17 +97,18 @@ def main() -> None:
                   f"  QK max {float(qvals[0]):.3e} at (dst {int(dst[0])}, src {int(qsrc[0])})"
                   f"  {time.perf_counter() - th:.2f} s", flush=True)
         seconds = time.perf_counter() - t0
-        peak = max(0.0, max_rss_gb() - base)
+        sync(device)
+        peak = max(0.0, peak_gb(device) - base)
         flops = 2 * 2 * (args.heads or cfg.n_heads) * cfg.d_vocab ** 2 * cfg.d_head
         print(f"{flops / 1e12:.2f} TFLOP of circuit entries in {seconds:.1f} s = {flops / seconds / 1e9:.0f} GFLOP/s",
               flush=True)
         if not args.no_dump:
             heads = slice(0, args.heads or cfg.n_heads)
             t1 = time.perf_counter()
-            dump = token_dump(ov[heads], qk[heads], torch.arange(cfg.d_vocab), k=5)
+            dump = token_dump(ov[heads], qk[heads], torch.arange(cfg.d_vocab, device=device), k=5)
             print(f"per-token dump (top-5 OV outputs, QK sources, QK destinations of all {cfg.d_vocab} tokens in "
                   f"{dump['ov_out'].shape[0]} heads): {time.perf_counter() - t1:.1f} s, peak "
-                  f"{max(0.0, max_rss_gb() - base):.2f} GB", flush=True)
+                  f"{max(0.0, peak_gb(device) - base):.2f} GB", flush=True)
     print(f"seconds={seconds:.2f} peak_gb={peak:.2f}")
 
 

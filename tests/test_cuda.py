@@ -136,3 +136,18 @@ def test_circuit_scan_on_cuda_matches_dense(filter_dtype, tf32):
         beaten = (M[h] > M[h].diagonal()[None, :]).sum(0)
         assert float(top1[h]) == float((beaten < 1).float().mean())
         assert float(top5[h]) == float((beaten < 5).float().mean())
+
+
+def test_token_dump_on_cuda_matches_dense():
+    from circuits.factored import FactoredMatrix
+    from circuits.skip_trigrams import token_dump
+
+    g = torch.Generator().manual_seed(1)
+    A, B = torch.randn(2, 300, 16, generator=g), torch.randn(2, 16, 300, generator=g)
+    ov, qk = FactoredMatrix(A.to(CUDA), B.to(CUDA)), FactoredMatrix(B.mT.to(CUDA), A.mT.to(CUDA))
+    dump = token_dump(ov, qk, torch.arange(300, device=CUDA), k=5)
+    M = A.double() @ B.double()  # ov [out, src]; qk = M.T [dst, src]
+    want = {"ov_out": M.mT.topk(5, dim=-1), "qk_src": M.mT.topk(5, dim=-1), "qk_dst": M.topk(5, dim=-1)}
+    for name, w in want.items():
+        torch.testing.assert_close(dump[f"{name}_value"].cpu(), w.values.float())
+        assert torch.equal(dump[name].cpu(), w.indices)

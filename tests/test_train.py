@@ -128,18 +128,30 @@ DDP_RUN = textwrap.dedent("""
 """)
 
 
-def test_ddp_two_processes_on_gloo(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_ddp_under_torchrun_on_gloo(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits, nproc):
+    """torchrun with one process joins a process group too (DDP on one GPU runs the code path of eight)."""
     from circuits.config import to_json
     for k, v in markov_splits.items():
         np.save(tmp_path / f"{k}.npy", v)
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_RUN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    # no GPU, so gloo on a GPU box too (two ranks cannot share one GPU under NCCL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            str(script), str(tmp_path / "run"), to_json(tiny_cfg), to_json(tiny_train_cfg),
                            str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "run").glob("ok_rank*")) == ["ok_rank0_of2", "ok_rank1_of2"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("ok_rank*")) == [f"ok_rank{r}_of{nproc}" for r in range(nproc)]
     rows = eval_rows(read_log(tmp_path / "run" / "log.jsonl"))
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.3
     assert set(load_file(str(tmp_path / "run" / "model.safetensors"))) >= {"embed.W_E", "unembed.W_U"}
+
+
+def test_more_ranks_than_gpus_is_named(monkeypatch):
+    from circuits.train import pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="local rank 1 has no GPU: this node has 1"):
+        pick_device(1)

@@ -15,6 +15,7 @@ so a run resumed from any checkpoint replays exactly the batches it would have s
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -59,21 +60,38 @@ def snapshot_steps(total_steps: int, n: int) -> list[int]:
 
 
 def distributed_setup() -> tuple[int, int]:
-    """(rank, world_size); joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return (dist.get_rank() if world > 1 else 0), world
+    """(rank, world_size); joins the process group when launched by torchrun, even with one process
+    (``--nproc_per_node 1`` then runs DDP over NCCL on one GPU, the same code path as eight)."""
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if launched and not dist.is_initialized():
+        if torch.cuda.is_available():  # binding the rank's GPU up front lets NCCL set up its communicator now
+            dist.init_process_group("nccl", device_id=local_gpu(int(os.environ["RANK"])))
+        else:
+            dist.init_process_group("gloo")
+        # leave the group at exit, as NCCL asks, also when training raises
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def local_gpu(rank: int) -> torch.device:
+    """This process's GPU: ``cuda:LOCAL_RANK`` (torchrun sets it; ``rank`` without it)."""
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if local >= torch.cuda.device_count():
+        # NCCL cannot put two ranks on one GPU: more processes per node than GPUs is a launch error
+        raise ValueError(f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
+                         "start torchrun with --nproc_per_node at most that")
+    return torch.device("cuda", local)
 
 
 def pick_device(rank: int) -> torch.device:
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
+        device = local_gpu(rank)
+        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return torch.device("cuda", local)
+        return device
     return torch.device("cpu")
 
 
@@ -224,7 +242,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
             s[k] = v.to(device)
     precision = effective_precision(device, train_cfg.precision, warn=main)
     fwd = model
-    if world > 1:
+    if dist.is_initialized():
         fwd = torch.nn.parallel.DistributedDataParallel(model)
     fwd = maybe_compile(fwd, train_cfg, device)
 
@@ -270,6 +288,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
     bar.close()
     if main and state["step"] < total_steps and (stop_at_step is None or stop_at_step >= total_steps):
         save_model(model, run_dir / "model.safetensors", extra=model_meta)
-    if world > 1:
+    if dist.is_initialized():
         dist.barrier()
     return model.cpu().eval()
