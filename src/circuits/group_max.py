@@ -10,9 +10,8 @@ the entries:
   ``"avx2"``  fp32 throughout with AVX2 FMAs, for CPUs with neither fast bf16 nor AVX-512 (where
               the scan is exact fp32 anyway and torch's fp32 matmul is slow).
 
-They are compiled on first use with the system's C compiler into ``$XDG_CACHE_HOME/circuits``
-(under a second) and loaded with ctypes; threads call them on disjoint rows (ctypes releases the
-GIL). Where the CPU lacks the instructions, no compiler is found or Linux refuses the AMX state,
+They are compiled on first use with the system's C compiler (``ckernels``, under a second) and
+loaded with ctypes; threads call them on disjoint rows (ctypes releases the GIL). Where the CPU lacks the instructions, no compiler is found or Linux refuses the AMX state,
 ``available`` is False and the scans use torch. ``$CIRCUITS_C_KERNELS=0`` turns both off.
 """
 
@@ -20,21 +19,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from .ckernels import ENV, cpu_flags as _cpu_flags, load  # noqa: F401 (ENV: tests turn kernels off by it)
+
 GROUP = 64  # columns per maximum: four AMX tiles (or eight AVX2 registers) of columns
 SOURCE = Path(__file__).with_name("group_max.c")
-FLAGS = ("-O3", "-shared", "-fPIC")  # each kernel names its instruction set in a target attribute
-ENV = "CIRCUITS_C_KERNELS"
 # kind -> (input dtype, CPU flags it needs, flags that make torch the faster choice). On AVX-512 CPUs
 # torch's own fp32 scan beats the AVX2 kernel (5.6 s against 11.1 s for two paper-size heads on the
 # AMX Xeon); on AVX2-only CPUs torch's fp32 matmul of inner width 64 runs at 61 GFLOP/s (an AMD
@@ -44,45 +37,9 @@ KINDS = {"amx": (torch.bfloat16, ("amx_bf16", "amx_tile", "avx512f", "avx512bw")
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return frozenset()
-    try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return frozenset()
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "circuits"
-
-
-def _build() -> Path:
-    """Compile the kernels once per source and flags; the file appears atomically (os.replace)."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc or gcc) on PATH")
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"group_max-{digest}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE)], check=True, capture_output=True, text=True)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return target
-
-
-@functools.cache
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get(ENV, "1") == "0" or not any(_has(kind) for kind in KINDS):
-        return None
-    try:
-        lib = ctypes.CDLL(str(_build()))
-    except (OSError, RuntimeError, subprocess.CalledProcessError):
+    lib = load(SOURCE) if any(_has(kind) for kind in KINDS) else None
+    if lib is None:
         return None
     lib.amx_request.restype = ctypes.c_int
     for name, last in (("group_max_amx", ctypes.c_int), ("group_max_f32", ctypes.c_int64)):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_attention
 from .config import ModelConfig
 from .unembed_loss import unembed_cross_entropy
 
@@ -74,14 +75,17 @@ class Attention(nn.Module):
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax_causal(q k^T / sqrt(d_head)) v by torch's fused kernel, [b, h, n, e] in and out.
+    """softmax_causal(q k^T / sqrt(d_head)) v, [b, h, n, e] in and out, in the inputs' dtype.
 
-    On CPU the kernel runs in fp32 even under bf16 autocast: there its bf16 path is slower than its
-    fp32 path at d_head 32 (forward + backward of a [32, 8, 256, 32] batch on an AMX Xeon: 82 ms
-    against 49 ms), and fp32 is the more precise of the two. GPUs keep bf16."""
-    if q.device.type != "cpu" or q.dtype == torch.float32:
+    GPUs: torch's fused kernel. CPUs: fp32 arithmetic even under bf16 autocast, in the C kernel of
+    ``cpu_attention`` where it runs (reading and writing bf16 itself, so no casts around it), else in
+    torch's fused kernel on fp32 copies: its bf16 path is slower than its fp32 path at d_head 32 (82
+    against 49 ms for a [32, 8, 256, 32] batch on an AMX Xeon), and fp32 is the more precise."""
+    if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     with torch.autocast("cpu", enabled=False):  # CPU autocast would cast fp32 inputs back to bf16
+        if q.dtype in (torch.float32, torch.bfloat16) and cpu_attention.available(q.shape[-1]):
+            return cpu_attention.causal_attention(q, k, v)
         z = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
     return z.to(q.dtype)
 

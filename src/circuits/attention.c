@@ -1,0 +1,46 @@
+/* Causal attention, forward and backward, fp32, for training on CPUs (circuits/cpu_attention.py).
+ * The body (attention_body.h) is compiled twice: for AVX-512 (16 lanes, 8 query rows a block) and for
+ * AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has.
+ *
+ * Threads: OpenMP (-fopenmp). Loaded after torch, this library binds to the libgomp.so.1 torch has
+ * already loaded, so its parallel regions run on torch's own worker threads. Threads of our own
+ * (Python's, say) would compete for the cores with torch's workers, which spin for a while after
+ * each of torch's parallel regions: on a 2-core Xeon that cost half of the kernel's gain. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD omp_get_thread_num()
+#define THREADS omp_get_num_threads()
+#else
+#define THREAD 0
+#define THREADS 1
+#endif
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+#define VW 16
+#define R 8
+#define JU 4
+#define SUFFIX(name) name##_avx512
+#include "attention_body.h"
+#undef VW
+#undef R
+#undef JU
+#undef SUFFIX
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define VW 8
+#define R 4
+#define JU 3
+#define SUFFIX(name) name##_avx2
+#include "attention_body.h"
+#undef VW
+#undef R
+#undef JU
+#undef SUFFIX
+#pragma GCC pop_options

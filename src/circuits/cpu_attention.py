@@ -1,0 +1,123 @@
+"""Causal attention for training on CPUs, forward and backward, in a small C kernel (``attention.c``).
+
+    Z = softmax_causal(Q K^T / sqrt(d_head)) V        per (batch, head); Q, K, V, Z [n, d_head]
+
+the attention of ``model.Attention.forward`` (the paper's A^h = softmax*(x^T W_Q^hT W_K^h x), applied
+to V = x W_V^h). torch's fused CPU kernel (``scaled_dot_product_attention``) took 40 % of a training
+step of the ``cpu`` preset on a 2-core Xeon. The kernel here computes only the causal half (a block
+of query rows reads only the keys before it), keeps the softmax's log-sum-exp for the backward
+instead of the pattern, and runs the small products register-blocked in fp32: AVX-512 where the CPU
+has it, else AVX2 + FMA, on torch's own OpenMP threads (see ``attention.c``). Each (batch, head)
+slice is computed by one thread from start to end, so results do not depend on the number of
+threads, and fp32 training stays bit-reproducible.
+
+``available(d_head)`` says whether it runs here (x86-64 Linux with AVX2 at least, a C compiler with OpenMP,
+d_head a multiple of 32 with AVX-512 or of 16 with AVX2, ``$CIRCUITS_C_KERNELS`` not 0); otherwise
+``model.causal_attention`` uses torch's kernel. Tests compare both directions with fp64 torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from .ckernels import cpu_flags, load
+
+SOURCE = Path(__file__).with_name("attention.c")
+HEADERS = (Path(__file__).with_name("attention_body.h"),)
+# instruction set -> (CPU flags it needs, d_head must be a multiple of this: two vectors of fp32)
+ISAS = {"avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    lib = load(SOURCE, HEADERS, ("-fopenmp",)) if isa() else None
+    if lib is None:
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    for name in ISAS:
+        for kind, n_tensors in (("forward", 5), ("backward", 9)):
+            fn = getattr(lib, f"attention_{kind}_{name}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ptr] * (n_tensors + 1) + [ctypes.c_int, i64, i64, i64, i64, ctypes.c_float]
+    return lib
+
+
+def isa() -> str | None:
+    """The widest instruction set of ``ISAS`` this CPU has (None: none of them). Capped, as torch's
+    own kernels are, by ``$ATEN_CPU_CAPABILITY`` ("avx2": no AVX-512; "default": none)."""
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    allowed = {"default": (), "avx2": ("avx2",)}.get(cap, tuple(ISAS))
+    return next((name for name, (flags, _) in ISAS.items() if name in allowed and set(flags) <= cpu_flags()), None)
+
+
+def available(d_head: int) -> bool:
+    """Whether the kernel runs here for heads of width ``d_head``."""
+    name = isa()
+    return name is not None and d_head % ISAS[name][1] == 0 and _library() is not None
+
+
+def _run(kind: str, tensors: list[torch.Tensor], shape: torch.Size) -> None:
+    """Call ``attention_{kind}`` on ``tensors`` ([b, h, n, e], all fp32 or all bf16, e contiguous; and
+    the fp32 log-sum-exp [b, h, n], contiguous, 5th in the forward's order and 6th in the backward's)."""
+    b, h, n, e = shape
+    bf16 = 3 if tensors[0].dtype == torch.bfloat16 else 0  # bit 0: inputs, bit 1: outputs
+    strides = torch.tensor([s for t in tensors if t.dim() == 4 for s in t.stride()[:3]], dtype=torch.int64)
+    fn = getattr(_library(), f"attention_{kind}_{isa()}")
+    code = fn(*(t.data_ptr() for t in tensors), strides.data_ptr(), bf16, b * h, h, n, e, 1.0 / math.sqrt(e))
+    if code:
+        raise RuntimeError(f"attention kernel {kind} failed with code {code} "
+                           "(-1: unsupported shape, -2: out of memory)")
+
+
+def _empty_like_bnhe(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised [b, h, n, e] tensor of x's dtype laid out as [b, n, h, e]: heads side by
+    side, the layout ``model.Attention`` concatenates them in, so that reshape costs no copy."""
+    b, h, n, e = x.shape
+    return torch.empty(b, n, h, e, dtype=x.dtype).transpose(1, 2)
+
+
+def _checked(x: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    if x.dtype != dtype or x.device.type != "cpu" or x.dim() != 4:
+        raise ValueError(f"{name}: expected a [batch, head, pos, d_head] {dtype} CPU tensor, got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+class _CausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if q.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"q: expected float32 or bfloat16, got {q.dtype}")
+        q, k, v = (_checked(x, name, q.dtype) for x, name in ((q, "q"), (k, "k"), (v, "v")))
+        if not (q.shape == k.shape == v.shape):
+            raise ValueError(f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        z = _empty_like_bnhe(q)
+        lse = torch.empty(q.shape[:3], dtype=torch.float32)
+        _run("forward", [q, k, v, z, lse], q.shape)
+        ctx.save_for_backward(q, k, v, z, lse)
+        return z
+
+    @staticmethod
+    def backward(ctx, dz: torch.Tensor):
+        q, k, v, z, lse = ctx.saved_tensors
+        dz = _checked(dz.to(q.dtype), "grad", q.dtype)
+        dq, dk, dv = (_empty_like_bnhe(q) for _ in range(3))
+        _run("backward", [q, k, v, z, dz, lse, dq, dk, dv], q.shape)
+        return dq, dk, dv
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax_causal(q k^T / sqrt(d_head)) v for [batch, head, pos, d_head] CPU tensors, all fp32 or
+    all bf16, with autograd. It computes in fp32 either way: bf16 inputs are widened as they are read,
+    and the result (laid out as [batch, pos, head, d_head]) and the gradients are rounded to bf16 as
+    they are written. Needs ``available(d_head)``."""
+    if not available(q.shape[-1]):
+        raise RuntimeError(f"the C attention kernel does not run here for d_head={q.shape[-1]} "
+                           "(see circuits.cpu_attention.available)")
+    return _CausalAttention.apply(q, k, v)

@@ -1,0 +1,173 @@
+"""The C attention kernel (circuits.cpu_attention) against torch's attention in fp64, both directions,
+on every instruction set this CPU has, in fp32 and bf16, on the strided layouts the model feeds it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuits import ckernels, cpu_attention
+from circuits.config import ModelConfig
+from circuits.model import AttnOnlyTransformer
+
+ISAS = [name for name, (flags, _) in cpu_attention.ISAS.items() if set(flags) <= ckernels.cpu_flags()]
+pytestmark = pytest.mark.skipif(not ISAS or cpu_attention._library() is None,
+                                reason="the C attention kernel does not run on this machine")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setattr(cpu_attention, "isa", lambda: request.param)
+    return request.param
+
+
+def qkv_like_the_model(b, h, n, e, dtype, scale=2.0, seed=0):
+    """q, k, v as ``model.Attention.forward`` makes them: q and k views of one [b, n, 2, h, e] tensor."""
+    g = torch.Generator().manual_seed(seed)
+    qk = (torch.randn(b, n, 2, h, e, generator=g) * scale).to(dtype).requires_grad_()
+    v = (torch.randn(b, n, h, e, generator=g) * scale).to(dtype).requires_grad_()
+    q, k = qk.permute(2, 0, 3, 1, 4)
+    return qk, v, q, k, v.transpose(1, 2)
+
+
+def reference(q, k, v, dz, o_dtype=torch.float64):
+    """Output and gradients of causal attention in fp64 at the same (possibly bf16) inputs, written
+    out as the kernel computes them: its backward reads the output as it was stored (``o_dtype``),
+    as flash attention's does, in D_i = dZ_i . Z_i."""
+    q, k, v, dz = (x.detach().double() for x in (q, k, v, dz))
+    n, e = q.shape[-2:]
+    s = (q @ k.mT / e ** 0.5).masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    p = s.softmax(-1)
+    z = p @ v
+    d = (dz * z.to(o_dtype).double()).sum(-1, keepdim=True)
+    ds = p * (dz @ v.mT - d) / e ** 0.5
+    return z, ds @ k, ds.mT @ q, p.mT @ dz
+
+
+def assert_near(got, want, rel):
+    err = float((got.detach().double() - want).abs().max())
+    assert err <= rel * float(want.abs().max()) + 1e-30, f"max error {err:.2e}, scale {float(want.abs().max()):.2e}"
+
+
+def test_reference_is_torch_attention():
+    _, _, q, k, v = qkv_like_the_model(2, 3, 20, 32, torch.float32)
+    dz = torch.randn(2, 3, 20, 32)
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    z = F.scaled_dot_product_attention(*leaves, is_causal=True)
+    z.backward(dz.double())
+    for got, want in zip(reference(q, k, v, dz), (z, *(x.grad for x in leaves))):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 37, 32), (1, 2, 256, 32), (2, 2, 100, 64), (1, 1, 1, 32), (3, 1, 9, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forward_and_backward_match_fp64(isa, shape, dtype):
+    b, h, n, e = shape
+    qk, v_leaf, q, k, v = qkv_like_the_model(b, h, n, e, dtype)
+    z = cpu_attention.causal_attention(q, k, v)
+    assert z.dtype == dtype and z.shape == (b, h, n, e)
+    assert z.transpose(1, 2).is_contiguous()  # [b, n, h, e]: the model's reshape is free
+    dz = torch.randn(b, h, n, e, generator=torch.Generator().manual_seed(1)).to(dtype)
+    z.backward(dz)
+    want_z, want_dq, want_dk, want_dv = reference(q, k, v, dz, o_dtype=dtype)
+    rel = 2e-6 if dtype == torch.float32 else 2 ** -8  # fp32 arithmetic; bf16: the outputs' rounding
+    dq, dk = qk.grad.permute(2, 0, 3, 1, 4)
+    assert_near(z, want_z, rel)
+    assert_near(v_leaf.grad.transpose(1, 2), want_dv, rel)
+    if n > 1:
+        assert_near(dq, want_dq, rel)
+        assert_near(dk, want_dk, rel)
+    else:  # one position: the gradients of q and k are zero up to rounding (dP - D = 0 in exact arithmetic)
+        assert float(dq.abs().max()) < 1e-5 and float(dk.abs().max()) < 1e-5
+
+
+def test_narrow_heads_on_avx2(monkeypatch):
+    if "avx2" not in ISAS:
+        pytest.skip("no AVX2 here")
+    monkeypatch.setattr(cpu_attention, "isa", lambda: "avx2")
+    _, _, q, k, v = qkv_like_the_model(2, 2, 50, 16, torch.float32)
+    z = cpu_attention.causal_attention(q, k, v)
+    dz = torch.randn_like(z)
+    z.backward(dz)
+    assert_near(z, reference(q, k, v, dz)[0], 2e-6)
+
+
+def test_saturated_softmax_as_accurate_as_torch_fp32(isa):
+    """Scores of several hundred: the softmax is nearly one-hot and exp underflows. Rounding the
+    scores in fp32 then costs any fp32 kernel accuracy; ours must stay within 2x of torch's."""
+    _, _, q, k, v = qkv_like_the_model(1, 2, 64, 32, torch.float32, scale=30.0)
+    z = cpu_attention.causal_attention(q, k, v)
+    want = reference(q, k, v, torch.zeros_like(z))[0]
+    torch_fp32 = F.scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), is_causal=True)
+    assert torch.isfinite(z).all()
+    ours, theirs = ((x.detach().double() - want).abs().max() for x in (z, torch_fp32))
+    assert ours <= 2 * theirs + 2e-6 * want.abs().max()
+
+
+def test_results_do_not_depend_on_threads(isa):
+    """Each (batch, head) slice is one thread's: 1 and 2 threads give the same bits (fp32 resumes)."""
+    saved = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            qk, v_leaf, q, k, v = qkv_like_the_model(3, 4, 70, 32, torch.float32)
+            z = cpu_attention.causal_attention(q, k, v)
+            z.backward(torch.ones_like(z))
+            outs.append((z.detach(), qk.grad, v_leaf.grad))
+    finally:
+        torch.set_num_threads(saved)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_unsupported_inputs_are_named(isa):
+    width = cpu_attention.ISAS[isa][1]
+    assert not cpu_attention.available(width + 8)
+    x = torch.zeros(1, 1, 4, width + 8)
+    with pytest.raises(RuntimeError, match=f"does not run here for d_head={width + 8}"):
+        cpu_attention.causal_attention(x, x, x)
+    x = torch.zeros(1, 1, 4, 32, dtype=torch.float16)
+    with pytest.raises(ValueError, match="expected float32 or bfloat16, got torch.float16"):
+        cpu_attention.causal_attention(x, x, x)
+    q = torch.zeros(1, 1, 4, 32)
+    with pytest.raises(ValueError, match="k: expected a \\[batch, head, pos, d_head\\] torch.float32"):
+        cpu_attention.causal_attention(q, q.bfloat16(), q)
+    with pytest.raises(ValueError, match="must have one shape"):
+        cpu_attention.causal_attention(q, torch.zeros(1, 1, 5, 32), q)
+
+
+def test_kernels_off_by_environment(monkeypatch):
+    monkeypatch.setenv(ckernels.ENV, "0")
+    cpu_attention._library.cache_clear()
+    try:
+        assert not cpu_attention.available(32)
+    finally:
+        monkeypatch.delenv(ckernels.ENV)
+        cpu_attention._library.cache_clear()
+    assert cpu_attention.available(32) == ("avx512" in ISAS or "avx2" in ISAS)
+
+
+def test_model_agrees_with_torch_attention(isa, monkeypatch):
+    """The training path with the kernel against the same model with torch's fused attention."""
+    cfg = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=32, n_ctx=48, d_vocab=100)
+    model = AttnOnlyTransformer(cfg)
+    tokens = torch.randint(0, 100, (3, 48), generator=torch.Generator().manual_seed(2))
+    results = []
+    for use_kernel in (True, False):
+        if not use_kernel:
+            monkeypatch.setattr(cpu_attention, "available", lambda d_head: False)
+        model.zero_grad()
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_k, grads_k), (loss_t, grads_t) = results
+    torch.testing.assert_close(loss_k, loss_t, rtol=1e-6, atol=0)
+    for gk, gt in zip(grads_k, grads_t):
+        torch.testing.assert_close(gk, gt, rtol=1e-4, atol=1e-7)
+
+
+def test_isa_capped_like_torch(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert cpu_attention.isa() == ("avx2" if "avx2" in ISAS else None)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert cpu_attention.isa() is None
