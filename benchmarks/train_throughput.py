@@ -3,7 +3,8 @@
 Measures tokens/s of a full training step (forward, backward, AdamW step; warm-up excluded; the
 median of several repeats, the contenders taking turns within each repeat) for:
   ours     - circuits.train.training_step as `train` runs it (bf16 autocast where bf16 is fast, the unembedding and loss
-             fused in row chunks (circuits.unembed_loss), fused AdamW)
+             fused in row chunks (circuits.unembed_loss), on CPUs the C attention kernel (circuits.cpu_attention),
+             fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
 and this machine's matmul peak (a large square matmul timed in the same run), giving our
@@ -29,7 +30,7 @@ import time
 import torch
 
 from circuits.config import ModelConfig, get_preset
-from circuits import unembed_loss
+from circuits import cpu_attention, unembed_loss
 from circuits.model import AttnOnlyTransformer
 from circuits.train import effective_precision, make_optimizer, maybe_compile, training_step
 
@@ -148,6 +149,10 @@ def main() -> None:
     print(f"{cfg}; batch {train_cfg.batch_size}; {device.type}; threads {torch.get_num_threads()}; "
           f"training precision {precision} (asked: {train_cfg.precision}; "
           f"{torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else torch.cuda.get_device_name()})")
+    if device.type == "cpu":
+        kernel = cpu_attention.available(cfg.d_head)
+        print(f"our attention: {f'C kernel ({cpu_attention.isa()})' if kernel else 'torch fused (no C kernel here)'}"
+              "; $CIRCUITS_C_KERNELS=0 times torch's instead")
 
     peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, device)
     steps = {"ours": ours_step(cfg, train_cfg, device), **transformerlens_steps(cfg, train_cfg, device, precision)}

@@ -8,9 +8,10 @@ OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+grep -m1 "model name" /proc/cpuinfo; grep -o -w 'avx2\|avx512f\|amx_bf16' /proc/cpuinfo | sort | uniq -c; cc --version | head -1
 tests() {
     python3 -m pytest -o addopts="" -q -p no:cacheprovider tests/test_cuda.py tests/test_unembed_loss.py \
-        tests/test_model.py tests/test_precision.py tests/test_train.py 2>&1 | tee "$OUT/pytest.log" | tail -15
+        tests/test_model.py tests/test_precision.py tests/test_train.py tests/test_cpu_attention.py 2>&1 | tee "$OUT/pytest.log" | tail -15
 }
 ddp() {  # DDP over NCCL: torchrun with one process joins a process group (train.distributed_setup)
     local run=runs/gpu-ddp/2l

@@ -29,7 +29,7 @@ import torch
 from .ckernels import cpu_flags, load
 
 SOURCE = Path(__file__).with_name("attention.c")
-HEADERS = (Path(__file__).with_name("attention_body.h"),)
+HEADERS = (Path(__file__).with_name("attention_body.h"), Path(__file__).with_name("attention_ops.h"))
 # instruction set -> (CPU flags it needs, d_head must be a multiple of this: two vectors of fp32)
 ISAS = {"avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
 

@@ -1,0 +1,230 @@
+/* The vector helpers of the attention kernels (attention_body.h includes this file; attention.c compiles
+ * both once per instruction set, with VW fp32 lanes per vector, R query rows per block, JU rows of dK and
+ * dV per update, and SUFFIX naming the functions). GCC's vector extensions: the same source is AVX-512
+ * or AVX2 code depending on the target in force. The types and macros defined here are undefined at the
+ * end of attention_body.h. */
+#define vf SUFFIX(vf)
+#define vfu SUFFIX(vfu)
+#define vi SUFFIX(vi)
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+#define LD(p) (*(const vfu *)(p))
+#define ST(p, x) (*(vfu *)(p) = (x))
+#define BC(x) ((vf){} + (x))
+#define INLINE static inline __attribute__((always_inline))
+
+/* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial; about 1 ulp) */
+INLINE vf SUFFIX(vexp)(vf x) {
+    vi small = x < BC(-87.0f);
+    x = (vf)((small & (vi)BC(-87.0f)) | (~small & (vi)x));
+    vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
+    vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vf p = BC(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return (vf)((vi)(p * (vf)e) & ~small);  /* below -87: 0 */
+}
+
+INLINE void SUFFIX(rows_dot)(const float *A, int64_t lda, int nr, const float *Bt, int ldb, int J, int E,
+                             float *C, int ldc) {
+    const float *a[R];
+    for (int r = 0; r < R; r++) a[r] = A + (r < nr ? r : nr - 1) * lda;  /* rows past the end: repeats */
+    for (int j = 0; j < J; j += 2 * VW) {
+        vf c[R][2] = {{{0}}};
+        for (int e = 0; e < E; e++) {
+            vf b0 = LD(Bt + e * ldb + j), b1 = LD(Bt + e * ldb + j + VW);
+            for (int r = 0; r < R; r++) {
+                vf x = BC(a[r][e]);
+                c[r][0] += x * b0;
+                c[r][1] += x * b1;
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            ST(C + r * ldc + j, c[r][0]);
+            ST(C + r * ldc + j + VW, c[r][1]);
+        }
+    }
+}
+
+INLINE void SUFFIX(rows_times)(const float *W, int ldw, int nr, const float *M, int J, int E,
+                               float *C, int64_t ldc, const float *rowscale) {
+    for (int e = 0; e < E; e += 2 * VW) {
+        vf c[R][2] = {{{0}}};
+        for (int j = 0; j < J; j++) {
+            vf m0 = LD(M + j * E + e), m1 = LD(M + j * E + e + VW);
+            for (int r = 0; r < R; r++) {
+                vf w = BC(W[r * ldw + j]);
+                c[r][0] += w * m0;
+                c[r][1] += w * m1;
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            float g = rowscale ? rowscale[r] : 1.0f;
+            ST(C + r * ldc + e, c[r][0] * g);
+            ST(C + r * ldc + e + VW, c[r][1] * g);
+        }
+    }
+}
+
+/* M[j, :] += sum_r W[r, j] X[r, :] for j < J; rows of W past nr must be zero. JU rows of M at a time,
+ * so that JU x 2 chains of dependent FMAs overlap */
+INLINE void SUFFIX(rank_update)(float *M, int E, int J, const float *W, int ldw, const float *X, int64_t ldx,
+                                int nr) {
+    for (int e = 0; e < E; e += 2 * VW) {
+        vf x[R][2];
+        for (int r = 0; r < R; r++) {
+            const float *row = X + (r < nr ? r : nr - 1) * ldx + e;
+            x[r][0] = LD(row);
+            x[r][1] = LD(row + VW);
+        }
+        int j = 0;
+        for (; j + JU <= J; j += JU) {
+            vf m[JU][2];
+            for (int u = 0; u < JU; u++) {
+                m[u][0] = LD(M + (j + u) * E + e);
+                m[u][1] = LD(M + (j + u) * E + e + VW);
+            }
+            for (int r = 0; r < R; r++)
+                for (int u = 0; u < JU; u++) {
+                    vf w = BC(W[r * ldw + j + u]);
+                    m[u][0] += w * x[r][0];
+                    m[u][1] += w * x[r][1];
+                }
+            for (int u = 0; u < JU; u++) {
+                ST(M + (j + u) * E + e, m[u][0]);
+                ST(M + (j + u) * E + e + VW, m[u][1]);
+            }
+        }
+        for (; j < J; j++) {
+            vf m0 = LD(M + j * E + e), m1 = LD(M + j * E + e + VW);
+            for (int r = 0; r < R; r++) {
+                vf w = BC(W[r * ldw + j]);
+                m0 += w * x[r][0];
+                m1 += w * x[r][1];
+            }
+            ST(M + j * E + e, m0);
+            ST(M + j * E + e + VW, m1);
+        }
+    }
+}
+
+/* rows [T, E] of a (batch, head) slice, fp32 or bf16 (rows ld elements apart) <-> contiguous fp32.
+ * The slices' rows lie far apart (one head of a [b, n, 3, h, e] tensor): they are read once, whole. */
+INLINE void SUFFIX(load_rows)(const void *src, int bf16, int64_t ld, int T, int E, float *dst) {
+    for (int j = 0; j < T; j++) {
+        if (bf16) {
+            const uint16_t *row = (const uint16_t *)src + j * ld;
+            uint32_t *out = (uint32_t *)(dst + j * E);
+            for (int e = 0; e < E; e++) out[e] = (uint32_t)row[e] << 16;
+        } else {
+            memcpy(dst + j * E, (const float *)src + j * ld, sizeof(float) * E);
+        }
+    }
+}
+
+/* bf16 rounds to nearest even; NaN stays NaN */
+INLINE void SUFFIX(store_rows)(const float *src, int T, int E, void *dst, int bf16, int64_t ld) {
+    for (int j = 0; j < T; j++) {
+        if (bf16) {
+            const uint32_t *in = (const uint32_t *)(src + j * E);
+            uint16_t *row = (uint16_t *)dst + j * ld;
+            for (int e = 0; e < E; e++) {
+                uint32_t x = in[e];
+                row[e] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40)
+                                                         : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+            }
+        } else {
+            memcpy((float *)dst + j * ld, src + j * E, sizeof(float) * E);
+        }
+    }
+}
+
+/* Bt[e, j] = B[j, e] for j < T, zero for T <= j < Tp (B contiguous [T, E], E a multiple of VW).
+ * VW x VW blocks in registers: log2(VW) butterfly stages, stage w swapping the elements whose row and
+ * column differ in bit w (two-source shuffles), instead of VW^2 scalar moves. */
+INLINE void SUFFIX(transpose)(const float *B, int T, int Tp, int E, float *Bt) {
+    int j = 0;
+    for (; j + VW <= T; j += VW)
+        for (int e = 0; e < E; e += VW) {
+            vf x[VW];
+            for (int i = 0; i < VW; i++) x[i] = LD(B + (j + i) * E + e);
+            for (int w = VW / 2; w >= 1; w /= 2) {
+                vi lo, hi;
+                for (int c = 0; c < VW; c++) {
+                    lo[c] = c & w ? VW + c - w : c;  /* row a keeps its columns without bit w, takes b's */
+                    hi[c] = c & w ? VW + c : c + w;  /* row b = a + w: the mirror */
+                }
+                for (int a = 0; a < VW; a++)
+                    if (!(a & w)) {
+                        vf na = __builtin_shuffle(x[a], x[a + w], lo), nb = __builtin_shuffle(x[a], x[a + w], hi);
+                        x[a] = na;
+                        x[a + w] = nb;
+                    }
+            }
+            for (int i = 0; i < VW; i++) ST(Bt + (e + i) * Tp + j, x[i]);
+        }
+    for (; j < T; j++)
+        for (int e = 0; e < E; e++) Bt[(int64_t)e * Tp + j] = B[(int64_t)j * E + e];
+    for (int e = 0; e < E; e++)
+        for (j = T; j < Tp; j++) Bt[e * Tp + j] = 0.0f;
+}
+
+/* rows [j0, j1) of a slice into the cache: the next slice's, while this one computes. Loading a
+ * slice otherwise waits on memory for a fifth of the forward's time (measured on a 2-core Xeon) */
+INLINE void SUFFIX(prefetch_rows)(const char *src, int64_t ld_bytes, int row_bytes, int j0, int j1) {
+    for (int j = j0; j < j1; j++)
+        for (int c = 0; c < row_bytes; c += 64) __builtin_prefetch(src + j * ld_bytes + c, 0, 3);
+}
+
+INLINE vf SUFFIX(vmax)(vf a, vf b) {
+    vi m = a > b;
+    return (vf)((m & (vi)a) | (~m & (vi)b));
+}
+
+/* every lane of the result: the max (or sum) of x's lanes, in log2(VW) shuffle steps */
+INLINE vf SUFFIX(all_max)(vf x) {
+    for (int w = VW / 2; w >= 1; w /= 2) {
+        vi lanes;
+        for (int k = 0; k < VW; k++) lanes[k] = k ^ w;
+        x = SUFFIX(vmax)(x, __builtin_shuffle(x, lanes));
+    }
+    return x;
+}
+
+INLINE vf SUFFIX(all_sum)(vf x) {
+    for (int w = VW / 2; w >= 1; w /= 2) {
+        vi lanes;
+        for (int k = 0; k < VW; k++) lanes[k] = k ^ w;
+        x += __builtin_shuffle(x, lanes);
+    }
+    return x;
+}
+
+/* Row r of S (query i, keys 0..i; Jp a multiple of VW past i): in place, P = exp(scale S - lse);
+ * entries past i become 0 (set to -inf first: vexp flushes them). lse NaN means "forward": lse is
+ * computed and returned, P left unnormalised (exp(scale S - scale max S)) and 1/sum stored in *inv. */
+INLINE float SUFFIX(softmax_row)(float *s, int i, int Jp, float scale, float lse, float *inv) {
+    for (int j = i + 1; j < Jp; j++) s[j] = -INFINITY;
+    if (lse != lse) {
+        vf mv = LD(s);
+        for (int j = VW; j < Jp; j += VW) mv = SUFFIX(vmax)(mv, LD(s + j));
+        lse = scale * SUFFIX(all_max)(mv)[0];
+        vf sum = {0};
+        for (int j = 0; j < Jp; j += VW) {
+            vf p = SUFFIX(vexp)(LD(s + j) * scale - lse);
+            ST(s + j, p);
+            sum += p;
+        }
+        float l = SUFFIX(all_sum)(sum)[0];
+        *inv = 1.0f / l;  /* P = s / l: the caller scales the rows of P V instead of P */
+        return lse + logf(l);
+    }
+    for (int j = 0; j < Jp; j += VW) ST(s + j, SUFFIX(vexp)(LD(s + j) * scale - lse));
+    return lse;
+}
