@@ -19,6 +19,9 @@
  * lse is fp32 [B*H, T]. A (batch, head) slice is loaded into contiguous fp32, computed, and stored. */
 #define SLICE_AT(p, i, isbf16, b, h) ((const char *)(p) + ((b) * st[3 * (i)] + (h) * st[3 * (i) + 1]) * ((isbf16) ? 2 : 4))
 #define SLICE(p, i, isbf16) SLICE_AT(p, i, isbf16, b, h)
+/* tensor i of this slice into contiguous fp32 rows, and back from them */
+#define LOAD_SLICE(p, i, dst) SUFFIX(load_rows)(SLICE(p, i, in16), in16, st[3 * (i) + 2], T, E, dst)
+#define STORE_SLICE(src, p, i) SUFFIX(store_rows)(src, T, E, (void *)SLICE(p, i, out16), out16, st[3 * (i) + 2])
 /* rows [i0, i0 + nr) of tensor i of the next slice, if any, into the cache */
 #define PREFETCH_NEXT(p, i) \
     if (bh + 1 < bh1) \
@@ -26,7 +29,7 @@
                               E * (in16 ? 2 : 4), i0, i0 + nr)
 INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *o, float *lse, const int64_t *st,
                              int bf16, int64_t H, int T, int E, float scale, int64_t bh0, int64_t bh1) {
-    int Tp = (T + 2 * VW - 1) / (2 * VW) * (2 * VW), in16 = bf16 & 1, out16 = (bf16 >> 1) & 1;
+    int Tp = ROUND_UP(T, 2 * VW), in16 = bf16 & 1, out16 = (bf16 >> 1) & 1;
     float *Kt = malloc(sizeof(float) * ((size_t)E * Tp + (size_t)R * Tp + 4 * (size_t)T * E));
     if (!Kt) return -2;
     float *S = Kt + (size_t)E * Tp, *Qc = S + (size_t)R * Tp, *Kc = Qc + (size_t)T * E, *Vc = Kc + (size_t)T * E;
@@ -34,13 +37,13 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
     for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
         float *L = lse + bh * T;
-        SUFFIX(load_rows)(SLICE(q, 0, in16), in16, st[2], T, E, Qc);
-        SUFFIX(load_rows)(SLICE(k, 1, in16), in16, st[5], T, E, Kc);
-        SUFFIX(load_rows)(SLICE(v, 2, in16), in16, st[8], T, E, Vc);
+        LOAD_SLICE(q, 0, Qc);
+        LOAD_SLICE(k, 1, Kc);
+        LOAD_SLICE(v, 2, Vc);
         SUFFIX(transpose)(Kc, T, Tp, E, Kt);
         for (int i0 = 0; i0 < T; i0 += R) {
             int nr = T - i0 < R ? T - i0 : R, J = i0 + nr;
-            int Jd = (J + 2 * VW - 1) / (2 * VW) * (2 * VW), Jp = (J + VW - 1) / VW * VW;
+            int Jd = ROUND_UP(J, 2 * VW), Jp = ROUND_UP(J, VW);
             PREFETCH_NEXT(q, 0);
             PREFETCH_NEXT(k, 1);
             PREFETCH_NEXT(v, 2);
@@ -49,7 +52,7 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
                 L[i0 + r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, NAN, inv + r);
             SUFFIX(rows_times)(S, Tp, nr, Vc, J, E, Oc + i0 * E, E, inv);
         }
-        SUFFIX(store_rows)(Oc, T, E, (void *)SLICE(o, 3, out16), out16, st[11]);
+        STORE_SLICE(Oc, o, 3);
     }
     free(Kt);
     return 0;
@@ -58,7 +61,7 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
 INLINE int SUFFIX(backward_e)(const void *q, const void *k, const void *v, const void *o, const void *dout,
                               const float *lse, void *dq, void *dk, void *dv, const int64_t *st, int bf16,
                               int64_t H, int T, int E, float scale, int64_t bh0, int64_t bh1) {
-    int Tp = (T + 2 * VW - 1) / (2 * VW) * (2 * VW), in16 = bf16 & 1, out16 = (bf16 >> 1) & 1;
+    int Tp = ROUND_UP(T, 2 * VW), in16 = bf16 & 1, out16 = (bf16 >> 1) & 1;
     size_t n = 2 * (size_t)E * Tp + 2 * (size_t)R * Tp + 7 * (size_t)T * E + T;
     float *Kt = malloc(sizeof(float) * n);
     if (!Kt) return -2;
@@ -69,11 +72,11 @@ INLINE int SUFFIX(backward_e)(const void *q, const void *k, const void *v, const
     for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
         const float *L = lse + bh * T;
-        SUFFIX(load_rows)(SLICE(q, 0, in16), in16, st[2], T, E, Qc);
-        SUFFIX(load_rows)(SLICE(k, 1, in16), in16, st[5], T, E, Kc);
-        SUFFIX(load_rows)(SLICE(v, 2, in16), in16, st[8], T, E, Vc);
-        SUFFIX(load_rows)(SLICE(o, 3, in16), in16, st[11], T, E, Oc);
-        SUFFIX(load_rows)(SLICE(dout, 4, in16), in16, st[14], T, E, dOc);
+        LOAD_SLICE(q, 0, Qc);
+        LOAD_SLICE(k, 1, Kc);
+        LOAD_SLICE(v, 2, Vc);
+        LOAD_SLICE(o, 3, Oc);
+        LOAD_SLICE(dout, 4, dOc);
         SUFFIX(transpose)(Kc, T, Tp, E, Kt);
         SUFFIX(transpose)(Vc, T, Tp, E, Vt);
         memset(dK, 0, sizeof(float) * 2 * (size_t)T * E);
@@ -84,7 +87,7 @@ INLINE int SUFFIX(backward_e)(const void *q, const void *k, const void *v, const
         }
         for (int i0 = 0; i0 < T; i0 += R) {
             int nr = T - i0 < R ? T - i0 : R, J = i0 + nr;
-            int Jd = (J + 2 * VW - 1) / (2 * VW) * (2 * VW), Jp = (J + VW - 1) / VW * VW;
+            int Jd = ROUND_UP(J, 2 * VW), Jp = ROUND_UP(J, VW);
             PREFETCH_NEXT(q, 0);
             PREFETCH_NEXT(k, 1);
             PREFETCH_NEXT(v, 2);
@@ -107,14 +110,16 @@ INLINE int SUFFIX(backward_e)(const void *q, const void *k, const void *v, const
             SUFFIX(rank_update)(dV, E, J, P, Tp, dOc + i0 * E, E, nr);
             SUFFIX(rank_update)(dK, E, J, dS, Tp, Qc + i0 * E, E, nr);
         }
-        SUFFIX(store_rows)(dQ, T, E, (void *)SLICE(dq, 5, out16), out16, st[17]);
-        SUFFIX(store_rows)(dK, T, E, (void *)SLICE(dk, 6, out16), out16, st[20]);
-        SUFFIX(store_rows)(dV, T, E, (void *)SLICE(dv, 7, out16), out16, st[23]);
+        STORE_SLICE(dQ, dq, 5);
+        STORE_SLICE(dK, dk, 6);
+        STORE_SLICE(dV, dv, 7);
     }
     free(Kt);
     return 0;
 }
 #undef SLICE
+#undef LOAD_SLICE
+#undef STORE_SLICE
 #undef SLICE_AT
 #undef PREFETCH_NEXT
 
@@ -180,3 +185,4 @@ int SUFFIX(attention_backward)(const void *q, const void *k, const void *v, cons
 #undef ST
 #undef BC
 #undef INLINE
+#undef ROUND_UP

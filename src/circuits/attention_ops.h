@@ -13,6 +13,7 @@ typedef int32_t vi __attribute__((vector_size(VW * 4)));
 #define ST(p, x) (*(vfu *)(p) = (x))
 #define BC(x) ((vf){} + (x))
 #define INLINE static inline __attribute__((always_inline))
+#define ROUND_UP(x, m) (((x) + (m) - 1) / (m) * (m))
 
 /* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial; about 1 ulp) */
 INLINE vf SUFFIX(vexp)(vf x) {
