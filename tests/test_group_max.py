@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from circuits import group_max
+from circuits import ckernels, group_max
 
 KINDS = [pytest.param(kind, marks=pytest.mark.skipif(not group_max.available(kind), reason=f"no {kind} kernel here"))
          for kind in group_max.KINDS]
@@ -47,11 +47,11 @@ def test_wrong_rows_are_refused(kind):
 
 def test_switched_off_by_environment(monkeypatch):
     was = {kind: group_max.available(kind) for kind in group_max.KINDS}
-    monkeypatch.setenv(group_max.ENV, "0")
+    monkeypatch.setenv(ckernels.ENV, "0")
     group_max._library.cache_clear()
     try:
         assert not any(group_max.available(kind) for kind in group_max.KINDS)
     finally:
-        monkeypatch.delenv(group_max.ENV)
+        monkeypatch.delenv(ckernels.ENV)
         group_max._library.cache_clear()
     assert {kind: group_max.available(kind) for kind in group_max.KINDS} == was

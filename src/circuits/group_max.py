@@ -11,8 +11,9 @@ the entries:
               the scan is exact fp32 anyway and torch's fp32 matmul is slow).
 
 They are compiled on first use with the system's C compiler (``ckernels``, under a second) and
-loaded with ctypes; threads call them on disjoint rows (ctypes releases the GIL). Where the CPU lacks the instructions, no compiler is found or Linux refuses the AMX state,
-``available`` is False and the scans use torch. ``$CIRCUITS_C_KERNELS=0`` turns both off.
+loaded with ctypes; threads call them on disjoint rows (ctypes releases the GIL). Where the CPU
+lacks the instructions, no compiler is found or Linux refuses the AMX state, ``available`` is False
+and the scans use torch. ``$CIRCUITS_C_KERNELS=0`` turns both off.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .ckernels import ENV, cpu_flags as _cpu_flags, load  # noqa: F401 (ENV: tests turn kernels off by it)
+from .ckernels import cpu_flags as _cpu_flags, load
 
 GROUP = 64  # columns per maximum: four AMX tiles (or eight AVX2 registers) of columns
 SOURCE = Path(__file__).with_name("group_max.c")
