@@ -3,9 +3,20 @@
 import pytest
 import torch
 
+from circuits import cpu_xent
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer, loss_fn
 from circuits.unembed_loss import unembed_cross_entropy
+
+ROUTES = ["torch"] + (["kernel"] if cpu_xent.available() else [])
+
+
+@pytest.fixture(autouse=True, params=ROUTES)
+def route(request, monkeypatch):
+    """Every test on both routes of the chunk's loss: torch's ops, and the C kernel where it runs."""
+    if request.param == "torch":
+        monkeypatch.setattr(cpu_xent, "available", lambda: False)
+    return request.param
 
 
 def _reference_and_fused(chunk_rows, autocast):
@@ -79,3 +90,37 @@ def test_gpu_chunk_route_matches_reference(monkeypatch, autocast):
     assert gx1.dtype == gw1.dtype == torch.float32
     torch.testing.assert_close(gx1, gx0, **tol)
     torch.testing.assert_close(gw1, gw0, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [7, 100, 4096])
+def test_kernel_rows_match_fp64(route, dtype, vocab):
+    if route != "kernel":
+        pytest.skip("the C kernel alone")
+    g = torch.Generator().manual_seed(vocab)
+    x = (torch.randn(37, vocab, generator=g) * 3).to(dtype)
+    t = torch.randint(0, vocab, (37,), generator=g)
+    xd = x.double()
+    want_loss = torch.logsumexp(xd, -1) - xd.gather(1, t[:, None])[:, 0]
+    want_grad = torch.softmax(xd, -1) * 0.01
+    want_grad[torch.arange(37), t] -= 0.01
+    kept = x.clone()
+    torch.testing.assert_close(cpu_xent.cross_entropy_rows(kept, t, 0.01, grad=False).double(), want_loss,
+                               rtol=1e-6, atol=2e-6)
+    assert torch.equal(kept, x)  # without grad the logits are left as they were
+    loss = cpu_xent.cross_entropy_rows(x, t, 0.01, grad=True)
+    torch.testing.assert_close(loss.double(), want_loss, rtol=1e-6, atol=2e-6)
+    step = 2e-6 if dtype == torch.float32 else 2 ** -8  # the gradient is rounded to the logits' dtype
+    assert float((x.double() - want_grad).abs().max()) <= step * float(want_grad.abs().max())
+
+
+def test_kernel_names_bad_input(route):
+    if route != "kernel":
+        pytest.skip("the C kernel alone")
+    x = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="a target is outside the vocabulary \\[0, 5\\)"):
+        cpu_xent.cross_entropy_rows(x, torch.tensor([0, 5]), 1.0, grad=True)
+    with pytest.raises(ValueError, match="3 targets for 2 rows"):
+        cpu_xent.cross_entropy_rows(x, torch.tensor([0, 1, 2]), 1.0, grad=True)
+    with pytest.raises(ValueError, match="contiguous \\[rows, V\\] fp32 or bf16"):
+        cpu_xent.cross_entropy_rows(x.T, torch.tensor([0, 1, 2, 3, 4]), 1.0, grad=True)

@@ -18,6 +18,8 @@ import functools
 
 import torch
 
+from . import cpu_xent
+
 # rows per chunk. CPU: 512 x 8192 fp32 logits = 16 MB (8 MB at the cpu preset's 4096), cache-friendly (128-768
 # measured equal on 2 cores at 8192);
 # GPU: larger chunks keep the kernels busy (4096 x 50257 fp32 = 0.8 GB)
@@ -77,34 +79,49 @@ def _chunks_compiled(fn, xc, wc, targets, chunk_rows, grad_x, grad_w) -> torch.T
     return total
 
 
+def _torch_chunk(logits: torch.Tensor, t: torch.Tensor, scale: float, need_grad: bool) -> torch.Tensor:
+    """The chunk's summed loss (fp64), turning fp32 ``logits`` in place into ``scale * (softmax - onehot)``."""
+    top, picked = logits.amax(dim=-1, keepdim=True), logits.gather(1, t)
+    # one exp pass serves both the loss and its gradient (logsumexp would make a second);
+    # in place, because the logits are not needed again
+    expd = logits.sub_(top).exp_()
+    norm = expd.sum(dim=-1, keepdim=True)
+    total = (top + norm.log() - picked).sum().double()
+    if need_grad:
+        expd.mul_(norm.reciprocal_().mul_(scale))  # softmax * scale
+        expd.scatter_add_(1, t, torch.full(t.shape, -scale, device=t.device))
+    return total
+
+
 def _chunks_eager(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: bool) -> torch.Tensor:
-    """The default route: the same chain, in place on one reused fp32 buffer (on CPU a fresh 16 MB
-    tensor per chunk costs page faults, ~20 % of the fp32 matmul time on 2 cores)."""
+    """The default route: each chunk's logits in one reused fp32 buffer (on CPU a fresh 16 MB tensor per
+    chunk costs page faults, ~20 % of the fp32 matmul time on 2 cores), the loss and its gradient from
+    them in place. On CPUs with the C kernel (``cpu_xent``) that step reads the logits in their own
+    dtype (bf16 under autocast: no widening copy) and writes the gradient over them."""
     n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
-    buf = torch.empty(min(chunk_rows, n), wc.shape[1], dtype=torch.float32, device=xc.device)
+    kernel = xc.device.type == "cpu" and cpu_xent.available()
+    wide = xc.dtype == torch.float32 or not kernel  # logits computed or widened into the fp32 buffer
+    buf = torch.empty(min(chunk_rows, n), wc.shape[1], dtype=torch.float32, device=xc.device) if wide else None
     for i in range(0, n, chunk_rows):
         rows = slice(i, i + chunk_rows)
-        logits = buf[: min(chunk_rows, n - i)]  # [chunk, d_vocab]
-        if xc.dtype == torch.float32:
-            torch.mm(xc[rows], wc, out=logits)
-        else:
-            logits.copy_(xc[rows] @ wc)
         t = targets[rows, None]
-        top, picked = logits.amax(dim=-1, keepdim=True), logits.gather(1, t)
-        # one exp pass serves both the loss and its gradient (logsumexp would make a second);
-        # in place, because the logits are not needed again
-        expd = logits.sub_(top).exp_()
-        norm = expd.sum(dim=-1, keepdim=True)
-        total += (top + norm.log() - picked).sum().double()
+        if xc.dtype == torch.float32:
+            logits = torch.mm(xc[rows], wc, out=buf[: min(chunk_rows, n - i)])  # [chunk, d_vocab]
+        elif kernel:
+            logits = xc[rows] @ wc
+        else:
+            logits = buf[: min(chunk_rows, n - i)].copy_(xc[rows] @ wc)
+        if kernel:
+            total += cpu_xent.cross_entropy_rows(logits, t, 1.0 / n, need_grad).double().sum()
+        else:
+            total += _torch_chunk(logits, t, 1.0 / n, need_grad)
         if not need_grad:
             continue
-        grad = expd.mul_(norm.reciprocal_().mul_(1.0 / n))  # softmax / N
-        grad.scatter_add_(1, t, torch.full(t.shape, -1.0 / n, device=xc.device))
         if xc.dtype == torch.float32:
-            torch.mm(grad, wc.T, out=grad_x[rows])
-            grad_w.addmm_(xc[rows].T, grad)
+            torch.mm(logits, wc.T, out=grad_x[rows])
+            grad_w.addmm_(xc[rows].T, logits)
         else:
-            grad = grad.to(xc.dtype)
+            grad = logits.to(xc.dtype)  # no copy where the kernel wrote bf16
             grad_x[rows] = grad @ wc.T
             grad_w += xc[rows].T @ grad
     return total

@@ -1,0 +1,64 @@
+"""The per-row cross-entropy and its gradient for the fused unembedding loss on CPUs, in C (``cross_entropy.c``).
+
+    loss_i = logsumexp_v x_iv - x_{i t_i},      grad_i = scale * (softmax(x_i) - onehot(t_i))
+
+``unembed_loss`` forms the logits of a chunk of rows with one matmul and needs both of these from it.
+torch's eager route makes about ten passes over the chunk (widen bf16 to fp32, max, subtract, exp, sum,
+scale, scatter, narrow back to bf16), each a pass over megabytes; this kernel makes three over each row
+while it sits in L1 or L2, reading bf16 or fp32 and writing the gradient over the logits in their own
+dtype. Same conditions as ``cpu_attention`` (x86-64 Linux, AVX2 at least, a C compiler with OpenMP,
+``$CIRCUITS_C_KERNELS`` not 0); elsewhere ``unembed_loss`` keeps torch's route. Tests compare the two.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+
+from . import cpu_attention
+from .ckernels import load
+
+SOURCE = Path(__file__).with_name("cross_entropy.c")
+HEADERS = (Path(__file__).with_name("cross_entropy_body.h"), Path(__file__).with_name("attention_ops.h"))
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    lib = load(SOURCE, HEADERS, ("-fopenmp",)) if cpu_attention.isa() else None
+    if lib is None:
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    for name in cpu_attention.ISAS:
+        fn = getattr(lib, f"cross_entropy_rows_{name}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ptr, ctypes.c_int, i64, i64, ptr, ctypes.c_float, ptr, ptr]
+    return lib
+
+
+def available() -> bool:
+    return cpu_attention.isa() is not None and _library() is not None
+
+
+def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, scale: float, grad: bool) -> torch.Tensor:
+    """Each row's cross-entropy [rows] (fp32) of ``logits`` [rows, V] (contiguous CPU fp32 or bf16) at
+    ``targets`` [rows] (int64). With ``grad``, ``scale * (softmax - onehot)`` is written over ``logits``."""
+    if logits.dtype not in (torch.float32, torch.bfloat16) or logits.dim() != 2 or not logits.is_contiguous() \
+            or logits.device.type != "cpu":
+        raise ValueError(f"logits: expected a contiguous [rows, V] fp32 or bf16 CPU tensor, got {logits.dtype} "
+                         f"{tuple(logits.shape)} on {logits.device}")
+    targets = targets.reshape(-1).to(torch.int64).contiguous()
+    if targets.shape[0] != logits.shape[0]:
+        raise ValueError(f"{targets.shape[0]} targets for {logits.shape[0]} rows of logits")
+    if not available():
+        raise RuntimeError("the C cross-entropy kernel does not run here (see circuits.cpu_xent.available)")
+    loss = torch.empty(logits.shape[0], dtype=torch.float32)
+    fn = getattr(_library(), f"cross_entropy_rows_{cpu_attention.isa()}")
+    code = fn(logits.data_ptr(), int(logits.dtype == torch.bfloat16), logits.shape[0], logits.shape[1],
+              targets.data_ptr(), scale, loss.data_ptr(), logits.data_ptr() if grad else None)
+    if code:
+        raise ValueError({-3: f"a target is outside the vocabulary [0, {logits.shape[1]})",
+                          -2: "out of memory"}.get(code, f"unsupported shape {tuple(logits.shape)}"))
+    return loss

@@ -1,0 +1,62 @@
+/* The body of the cross-entropy kernel (circuits/cross_entropy.c includes it once per instruction set,
+ * after attention_ops.h, whose vector helpers it uses).
+ *
+ * Per row i of a chunk of logits x [rows, V] and its target t_i:
+ *   loss_i = m + log sum_v exp(x_v - m) - x_{t_i}          (m = max_v x_v)
+ *   grad_i = scale * (softmax(x) - onehot(t_i))            (written over x when grad == logits)
+ * One row at a time: widened into fp32 scratch (V floats, in L1 or L2), one pass for the maximum, one for
+ * exp and its sum, one for the gradient. torch's route makes about ten passes over the chunk. */
+int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64_t V, const int64_t *targets,
+                               float scale, float *loss, void *grad) {
+    if (V < 1 || V > 1 << 30 || rows < 0) return -1;
+    int Vp = ROUND_UP((int)V, VW), size = bf16 ? 2 : 4, err = 0;
+    #pragma omp parallel
+    {
+        float *e = malloc(sizeof(float) * Vp);
+        int64_t t = THREAD, nt = THREADS;
+        for (int64_t i = rows * t / nt; e && i < rows * (t + 1) / nt; i++) {
+            const char *src = (const char *)logits + i * V * size;
+            int64_t target = targets[i];
+            if (target < 0 || target >= V) {
+                #pragma omp atomic write
+                err = -3;
+                break;
+            }
+            SUFFIX(load_rows)(src, bf16, V, 1, (int)V, e);
+            float picked = e[target];
+            for (int j = (int)V; j < Vp; j++) e[j] = -INFINITY;  /* vexp turns them into 0 */
+            vf mv = LD(e);
+            for (int j = VW; j < Vp; j += VW) mv = SUFFIX(vmax)(mv, LD(e + j));
+            float m = SUFFIX(all_max)(mv)[0];
+            vf sum = {0};
+            for (int j = 0; j < Vp; j += VW) {
+                vf p = SUFFIX(vexp)(LD(e + j) - m);
+                ST(e + j, p);
+                sum += p;
+            }
+            float l = SUFFIX(all_sum)(sum)[0];
+            loss[i] = m + logf(l) - picked;
+            if (grad) {
+                vf g = BC(scale / l);
+                for (int j = 0; j < Vp; j += VW) ST(e + j, LD(e + j) * g);
+                e[target] -= scale;
+                SUFFIX(store_rows)(e, 1, (int)V, (char *)grad + i * V * size, bf16, V);
+            }
+        }
+        if (!e) {
+            #pragma omp atomic write
+            err = -2;
+        }
+        free(e);
+    }
+    return err;
+}
+
+#undef vf
+#undef vfu
+#undef vi
+#undef LD
+#undef ST
+#undef BC
+#undef INLINE
+#undef ROUND_UP
