@@ -8,7 +8,8 @@ and the plain route (bf16 logits [N, d_vocab] -> fp32 copy -> log_softmax -> its
 more time moving those N x d_vocab tensors than multiplying. Here the logits of ``chunk_rows`` rows
 at a time are formed, reduced to the loss, turned straight into their gradient and multiplied back
 into dL/dx and dL/dW_U, so the full logits never exist and backward is only a scale. This is the
-"fused linear cross-entropy" of Liger-Kernel and Apple's cut-cross-entropy, in plain torch.
+"fused linear cross-entropy" of Liger-Kernel and Apple's cut-cross-entropy, in plain torch; on CPUs
+the step from a chunk's logits to its loss and gradient runs in a C kernel (``cpu_xent``) where it can.
 ``loss_fn`` in ``model.py`` stays the reference; tests check loss and gradients against it.
 """
 
