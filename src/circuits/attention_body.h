@@ -1,5 +1,5 @@
-/* The body of the causal attention kernels (circuits/attention.c includes it once per instruction set;
- * the vector helpers and the parameters VW, R, JU, SUFFIX are described in attention_ops.h).
+/* The body of the causal attention kernels (circuits/training_kernels.c includes it once per instruction set,
+ * after attention_ops.h, which describes the vector helpers and the parameters VW, R, JU and SUFFIX).
  *
  * Per (batch, head): Q, K, V [T, E] (rows strided, E contiguous), scale = 1/sqrt(E).
  *   forward   S = scale Q K^T (causal: key j <= query i), P = softmax(S), O = P V,
@@ -12,8 +12,6 @@
  *   rows_times  C[r, :]  = sum_j W[r, j] M[j, :]      (P V, dS K)
  *   rank_update M[j, :] += sum_r W[r, j] X[r, :]      (dV, dK: R rows at a time)
  */
-#include "attention_ops.h"
-
 /* Tensors are given by their (batch, head, position) strides st, in elements, 3 per tensor in argument
  * order; E is contiguous. bf16 (bit 0: inputs, bit 1: outputs) says which are bf16 rather than fp32;
  * lse is fp32 [B*H, T]. A (batch, head) slice is loaded into contiguous fp32, computed, and stored. */
@@ -141,7 +139,7 @@ static int SUFFIX(backward_slices)(const void *q, const void *k, const void *v, 
     return SUFFIX(backward_e)(q, k, v, o, dout, lse, dq, dk, dv, st, bf16, H, T, E, scale, bh0, bh1);
 }
 
-/* All B*H slices, split evenly among the OpenMP threads (torch's own pool: see attention.c). 0 on
+/* All B*H slices, split evenly among the OpenMP threads (torch's own pool: see training_kernels.c). 0 on
  * success, -1 for an unsupported shape, -2 when scratch memory could not be had. */
 int SUFFIX(attention_forward)(const void *q, const void *k, const void *v, void *o, float *lse,
                               const int64_t *st, int bf16, int64_t BH, int64_t H, int64_t T, int64_t E,
@@ -177,12 +175,3 @@ int SUFFIX(attention_backward)(const void *q, const void *k, const void *v, cons
     }
     return err;
 }
-
-#undef vf
-#undef vfu
-#undef vi
-#undef LD
-#undef ST
-#undef BC
-#undef INLINE
-#undef ROUND_UP

@@ -1,8 +1,8 @@
-/* The vector helpers of the attention kernels (attention_body.h includes this file; attention.c compiles
- * both once per instruction set, with VW fp32 lanes per vector, R query rows per block, JU rows of dK and
- * dV per update, and SUFFIX naming the functions). GCC's vector extensions: the same source is AVX-512
- * or AVX2 code depending on the target in force. The types and macros defined here are undefined at the
- * end of attention_body.h. */
+/* The vector helpers of the training kernels (training_kernels.c includes this file, then the attention
+ * and cross-entropy bodies, once per instruction set, with VW fp32 lanes per vector, R query rows per
+ * block, JU rows of dK and dV per update, and SUFFIX naming the functions). GCC's vector extensions: the
+ * same source is AVX-512 or AVX2 code depending on the target in force. attention_ops_end.h undefines
+ * the types and macros defined here. */
 #define vf SUFFIX(vf)
 #define vfu SUFFIX(vfu)
 #define vi SUFFIX(vi)

@@ -1,4 +1,4 @@
-"""Building and loading the package's small C kernels (``group_max.c``, ``attention.c``).
+"""Building and loading the package's small C kernels (``group_max.c``, ``training_kernels.c``).
 
 Each source is compiled on first use with the system's C compiler (``$CC``, else ``cc`` or ``gcc``)
 into ``$XDG_CACHE_HOME/circuits`` (default ``~/.cache/circuits``), under a name that hashes the

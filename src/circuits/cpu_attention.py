@@ -1,4 +1,4 @@
-"""Causal attention for training on CPUs, forward and backward, in a small C kernel (``attention.c``).
+"""Causal attention for training on CPUs, forward and backward, in a small C kernel (``training_kernels.c``).
 
     Z = softmax_causal(Q K^T / sqrt(d_head)) V        per (batch, head); Q, K, V, Z [n, d_head]
 
@@ -7,7 +7,7 @@ to V = x W_V^h). torch's fused CPU kernel (``scaled_dot_product_attention``) too
 step of the ``cpu`` preset on a 2-core Xeon. The kernel here computes only the causal half (a block
 of query rows reads only the keys before it), keeps the softmax's log-sum-exp for the backward
 instead of the pattern, and runs the small products register-blocked in fp32: AVX-512 where the CPU
-has it, else AVX2 + FMA, on torch's own OpenMP threads (see ``attention.c``). Each (batch, head)
+has it, else AVX2 + FMA, on torch's own OpenMP threads (see ``training_kernels.c``). Each (batch, head)
 slice is computed by one thread from start to end, so results do not depend on the number of
 threads, and fp32 training stays bit-reproducible.
 
@@ -28,8 +28,10 @@ import torch
 
 from .ckernels import cpu_flags, load
 
-SOURCE = Path(__file__).with_name("attention.c")
-HEADERS = (Path(__file__).with_name("attention_body.h"), Path(__file__).with_name("attention_ops.h"))
+# one library for the attention and the cross-entropy (cpu_xent): one source, its headers
+SOURCE = Path(__file__).with_name("training_kernels.c")
+HEADERS = tuple(Path(__file__).with_name(name) for name in
+                ("attention_ops.h", "attention_body.h", "cross_entropy_body.h", "attention_ops_end.h"))
 # instruction set -> (CPU flags it needs, d_head must be a multiple of this: two vectors of fp32)
 ISAS = {"avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
 

@@ -1,4 +1,5 @@
-"""The per-row cross-entropy and its gradient for the fused unembedding loss on CPUs, in C (``cross_entropy.c``).
+"""The per-row cross-entropy and its gradient for the fused unembedding loss on CPUs, in C
+(``cross_entropy_body.h``, built into ``training_kernels.c`` with the attention kernel).
 
     loss_i = logsumexp_v x_iv - x_{i t_i},      grad_i = scale * (softmax(x_i) - onehot(t_i))
 
@@ -14,20 +15,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
 import torch
 
 from . import cpu_attention
 from .ckernels import load
 
-SOURCE = Path(__file__).with_name("cross_entropy.c")
-HEADERS = (Path(__file__).with_name("cross_entropy_body.h"), Path(__file__).with_name("attention_ops.h"))
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    lib = load(SOURCE, HEADERS, ("-fopenmp",)) if cpu_attention.isa() else None
+    lib = load(cpu_attention.SOURCE, cpu_attention.HEADERS, ("-fopenmp",)) if cpu_attention.isa() else None
     if lib is None:
         return None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64

@@ -1,4 +1,4 @@
-/* The body of the cross-entropy kernel (circuits/cross_entropy.c includes it once per instruction set,
+/* The body of the cross-entropy kernel (circuits/training_kernels.c includes it once per instruction set,
  * after attention_ops.h, whose vector helpers it uses).
  *
  * Per row i of a chunk of logits x [rows, V] and its target t_i:
@@ -51,12 +51,3 @@ int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64
     }
     return err;
 }
-
-#undef vf
-#undef vfu
-#undef vi
-#undef LD
-#undef ST
-#undef BC
-#undef INLINE
-#undef ROUND_UP

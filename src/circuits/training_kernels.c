@@ -1,6 +1,7 @@
-/* Causal attention, forward and backward, fp32, for training on CPUs (circuits/cpu_attention.py).
- * The body (attention_body.h) is compiled twice: for AVX-512 (16 lanes, 8 query rows a block) and for
- * AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has.
+/* The C kernels of a training step on CPUs: causal attention, forward and backward (attention_body.h,
+ * circuits/cpu_attention.py), and the loss's cross-entropy rows (cross_entropy_body.h, circuits/cpu_xent.py),
+ * both on the vector helpers of attention_ops.h. Each is compiled twice: for AVX-512 (16 lanes, 8 query rows
+ * a block) and for AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has.
  *
  * Threads: OpenMP (-fopenmp). Loaded after torch, this library binds to the libgomp.so.1 torch has
  * already loaded, so its parallel regions run on torch's own worker threads. Threads of our own
@@ -25,7 +26,10 @@
 #define R 8
 #define JU 4
 #define SUFFIX(name) name##_avx512
+#include "attention_ops.h"
 #include "attention_body.h"
+#include "cross_entropy_body.h"
+#include "attention_ops_end.h"
 #undef VW
 #undef R
 #undef JU
@@ -38,7 +42,10 @@
 #define R 4
 #define JU 3
 #define SUFFIX(name) name##_avx2
+#include "attention_ops.h"
 #include "attention_body.h"
+#include "cross_entropy_body.h"
+#include "attention_ops_end.h"
 #undef VW
 #undef R
 #undef JU
