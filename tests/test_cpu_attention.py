@@ -10,7 +10,7 @@ from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer
 
 ISAS = [name for name, (flags, _) in cpu_attention.ISAS.items() if set(flags) <= ckernels.cpu_flags()]
-pytestmark = pytest.mark.skipif(not ISAS or cpu_attention._library() is None,
+pytestmark = pytest.mark.skipif(not ISAS or cpu_attention.library() is None,
                                 reason="the C attention kernel does not run on this machine")
 
 
@@ -138,12 +138,12 @@ def test_unsupported_inputs_are_named(isa):
 
 def test_kernels_off_by_environment(monkeypatch):
     monkeypatch.setenv(ckernels.ENV, "0")
-    cpu_attention._library.cache_clear()
+    cpu_attention.library.cache_clear()
     try:
         assert not cpu_attention.available(32)
     finally:
         monkeypatch.delenv(ckernels.ENV)
-        cpu_attention._library.cache_clear()
+        cpu_attention.library.cache_clear()
     assert cpu_attention.available(32) == ("avx512" in ISAS or "avx2" in ISAS)
 
 

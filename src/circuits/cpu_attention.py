@@ -37,7 +37,9 @@ ISAS = {"avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
 
 
 @functools.cache
-def _library() -> ctypes.CDLL | None:
+def library() -> ctypes.CDLL | None:
+    """The compiled training kernels, this module's attention and ``cpu_xent``'s cross-entropy rows
+    (None where they do not run here)."""
     lib = load(SOURCE, HEADERS, ("-fopenmp",)) if isa() else None
     if lib is None:
         return None
@@ -47,6 +49,9 @@ def _library() -> ctypes.CDLL | None:
             fn = getattr(lib, f"attention_{kind}_{name}")
             fn.restype = ctypes.c_int
             fn.argtypes = [ptr] * (n_tensors + 1) + [ctypes.c_int, i64, i64, i64, i64, ctypes.c_float]
+        fn = getattr(lib, f"cross_entropy_rows_{name}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ptr, ctypes.c_int, i64, i64, ptr, ctypes.c_float, ptr, ptr]
     return lib
 
 
@@ -61,7 +66,7 @@ def isa() -> str | None:
 def available(d_head: int) -> bool:
     """Whether the kernel runs here for heads of width ``d_head``."""
     name = isa()
-    return name is not None and d_head % ISAS[name][1] == 0 and _library() is not None
+    return name is not None and d_head % ISAS[name][1] == 0 and library() is not None
 
 
 def _run(kind: str, tensors: list[torch.Tensor], shape: torch.Size) -> None:
@@ -70,7 +75,7 @@ def _run(kind: str, tensors: list[torch.Tensor], shape: torch.Size) -> None:
     b, h, n, e = shape
     bf16 = 3 if tensors[0].dtype == torch.bfloat16 else 0  # bit 0: inputs, bit 1: outputs
     strides = torch.tensor([s for t in tensors if t.dim() == 4 for s in t.stride()[:3]], dtype=torch.int64)
-    fn = getattr(_library(), f"attention_{kind}_{isa()}")
+    fn = getattr(library(), f"attention_{kind}_{isa()}")
     code = fn(*(t.data_ptr() for t in tensors), strides.data_ptr(), bf16, b * h, h, n, e, 1.0 / math.sqrt(e))
     if code:
         raise RuntimeError(f"attention kernel {kind} failed with code {code} "

@@ -13,31 +13,13 @@ dtype. Same conditions as ``cpu_attention`` (x86-64 Linux, AVX2 at least, a C co
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import torch
 
 from . import cpu_attention
-from .ckernels import load
-
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    lib = load(cpu_attention.SOURCE, cpu_attention.HEADERS, ("-fopenmp",)) if cpu_attention.isa() else None
-    if lib is None:
-        return None
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    for name in cpu_attention.ISAS:
-        fn = getattr(lib, f"cross_entropy_rows_{name}")
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ptr, ctypes.c_int, i64, i64, ptr, ctypes.c_float, ptr, ptr]
-    return lib
 
 
 def available() -> bool:
-    return cpu_attention.isa() is not None and _library() is not None
+    return cpu_attention.isa() is not None and cpu_attention.library() is not None
 
 
 def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, scale: float, grad: bool) -> torch.Tensor:
@@ -53,7 +35,7 @@ def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, scale: float
     if not available():
         raise RuntimeError("the C cross-entropy kernel does not run here (see circuits.cpu_xent.available)")
     loss = torch.empty(logits.shape[0], dtype=torch.float32)
-    fn = getattr(_library(), f"cross_entropy_rows_{cpu_attention.isa()}")
+    fn = getattr(cpu_attention.library(), f"cross_entropy_rows_{cpu_attention.isa()}")
     code = fn(logits.data_ptr(), int(logits.dtype == torch.bfloat16), logits.shape[0], logits.shape[1],
               targets.data_ptr(), scale, loss.data_ptr(), logits.data_ptr() if grad else None)
     if code:
