@@ -58,7 +58,8 @@ def test_reference_is_torch_attention():
         torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 37, 32), (1, 2, 256, 32), (2, 2, 100, 64), (1, 1, 1, 32), (3, 1, 9, 32)])
+@pytest.mark.parametrize("shape", [(2, 3, 37, 32), (1, 2, 256, 32), (2, 2, 100, 64), (1, 1, 1, 32), (3, 1, 9, 32),
+                                   (2, 1, 45, 96)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forward_and_backward_match_fp64(isa, shape, dtype):
     b, h, n, e = shape
@@ -103,14 +104,15 @@ def test_saturated_softmax_as_accurate_as_torch_fp32(isa):
     assert ours <= 2 * theirs + 2e-6 * want.abs().max()
 
 
-def test_results_do_not_depend_on_threads(isa):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_results_do_not_depend_on_threads(isa, dtype):
     """Each (batch, head) slice is one thread's: 1 and 2 threads give the same bits (fp32 resumes)."""
     saved = torch.get_num_threads()
     outs = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            qk, v_leaf, q, k, v = qkv_like_the_model(3, 4, 70, 32, torch.float32)
+            qk, v_leaf, q, k, v = qkv_like_the_model(3, 4, 70, 32, dtype)
             z = cpu_attention.causal_attention(q, k, v)
             z.backward(torch.ones_like(z))
             outs.append((z.detach(), qk.grad, v_leaf.grad))
@@ -147,8 +149,10 @@ def test_kernels_off_by_environment(monkeypatch):
     assert cpu_attention.available(32) == ("avx512" in ISAS or "avx2" in ISAS)
 
 
-def test_model_agrees_with_torch_attention(isa, monkeypatch):
-    """The training path with the kernel against the same model with torch's fused attention."""
+@pytest.mark.parametrize("bf16", [False, True])
+def test_model_agrees_with_torch_attention(isa, monkeypatch, bf16):
+    """The training path with the kernel against the same model with torch's fused attention: in fp32, and
+    under bf16 autocast (AMX tiles where "amx"), where the two differ by bf16 rounding only."""
     cfg = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=32, n_ctx=48, d_vocab=100)
     model = AttnOnlyTransformer(cfg)
     tokens = torch.randint(0, 100, (3, 48), generator=torch.Generator().manual_seed(2))
@@ -157,13 +161,48 @@ def test_model_agrees_with_torch_attention(isa, monkeypatch):
         if not use_kernel:
             monkeypatch.setattr(cpu_attention, "available", lambda d_head: False)
         model.zero_grad()
-        loss = model(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(tokens[:, :-1], tokens[:, 1:])
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
     (loss_k, grads_k), (loss_t, grads_t) = results
-    torch.testing.assert_close(loss_k, loss_t, rtol=1e-6, atol=0)
+    torch.testing.assert_close(loss_k, loss_t, rtol=1e-2 if bf16 else 1e-6, atol=0)
     for gk, gt in zip(grads_k, grads_t):
-        torch.testing.assert_close(gk, gt, rtol=1e-4, atol=1e-7)
+        if bf16:
+            assert float((gk - gt).norm()) <= 2e-2 * float(gt.norm())
+        else:
+            torch.testing.assert_close(gk, gt, rtol=1e-4, atol=1e-7)
+
+
+def test_bf16_runs_on_amx_fp32_on_avx512(monkeypatch):
+    """Under "amx", bf16 tensors go to the tile kernel and fp32 ones to the AVX-512 one."""
+    if "amx" not in ISAS:
+        pytest.skip("no AMX here")
+    called, lib = [], cpu_attention.library()
+
+    class Spy:
+        def __getattr__(self, name):
+            called.append(name)
+            return getattr(lib, name)
+
+    monkeypatch.setattr(cpu_attention, "isa", lambda: "amx")
+    for dtype in (torch.bfloat16, torch.float32):
+        q = torch.randn(1, 1, 8, 32).to(dtype)
+        with monkeypatch.context() as m:
+            m.setattr(cpu_attention, "library", lambda: Spy())
+            cpu_attention._run("forward", [q, q, q, torch.empty_like(q), torch.empty(1, 1, 8)], q.shape)
+    assert called == ["attention_forward_amx", "attention_forward_avx512"]
+
+
+def test_amx_capped_like_onednn(monkeypatch):
+    """$ONEDNN_MAX_CPU_ISA keeps our attention off AMX as it keeps oneDNN's matmuls."""
+    if "amx" not in ISAS:
+        pytest.skip("no AMX here")
+    assert cpu_attention.isa() == "amx"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu_attention.isa() == "avx512"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert cpu_attention.isa() == "amx"
 
 
 def test_isa_capped_like_torch(monkeypatch):

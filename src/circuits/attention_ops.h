@@ -146,6 +146,28 @@ INLINE void SUFFIX(store_rows)(const float *src, int T, int E, void *dst, int bf
     }
 }
 
+/* Constant lane indices (written out, so that they are folded into the shuffles: built in a loop they
+ * were not, and building them cost more than the shuffles). LANES(F, w) = (F(0, w), ..., F(VW - 1, w)). */
+#define LANES8(F, w) F(0, w), F(1, w), F(2, w), F(3, w), F(4, w), F(5, w), F(6, w), F(7, w)
+#if VW == 16
+#define LANES(F, w) ((vi){LANES8(F, w), F(8, w), F(9, w), F(10, w), F(11, w), F(12, w), F(13, w), F(14, w), F(15, w)})
+#else
+#define LANES(F, w) ((vi){LANES8(F, w)})
+#endif
+#define LANE_XOR(c, w) ((c) ^ (w))
+#define LANE_LO(c, w) ((c) & (w) ? VW + (c) - (w) : (c))  /* row a keeps its columns without bit w, takes b's */
+#define LANE_HI(c, w) ((c) & (w) ? VW + (c) : (c) + (w))  /* row b = a + w: the mirror */
+
+/* one butterfly stage of a VW x VW transpose: rows a and a + w swap the elements whose column has bit w */
+INLINE void SUFFIX(butterfly)(vf *x, int w, vi lo, vi hi) {
+    for (int a = 0; a < VW; a++)
+        if (!(a & w)) {
+            vf na = __builtin_shuffle(x[a], x[a + w], lo), nb = __builtin_shuffle(x[a], x[a + w], hi);
+            x[a] = na;
+            x[a + w] = nb;
+        }
+}
+
 /* Bt[e, j] = B[j, e] for j < T, zero for T <= j < Tp (B contiguous [T, E], E a multiple of VW).
  * VW x VW blocks in registers: log2(VW) butterfly stages, stage w swapping the elements whose row and
  * column differ in bit w (two-source shuffles), instead of VW^2 scalar moves. */
@@ -155,19 +177,12 @@ INLINE void SUFFIX(transpose)(const float *B, int T, int Tp, int E, float *Bt) {
         for (int e = 0; e < E; e += VW) {
             vf x[VW];
             for (int i = 0; i < VW; i++) x[i] = LD(B + (j + i) * E + e);
-            for (int w = VW / 2; w >= 1; w /= 2) {
-                vi lo, hi;
-                for (int c = 0; c < VW; c++) {
-                    lo[c] = c & w ? VW + c - w : c;  /* row a keeps its columns without bit w, takes b's */
-                    hi[c] = c & w ? VW + c : c + w;  /* row b = a + w: the mirror */
-                }
-                for (int a = 0; a < VW; a++)
-                    if (!(a & w)) {
-                        vf na = __builtin_shuffle(x[a], x[a + w], lo), nb = __builtin_shuffle(x[a], x[a + w], hi);
-                        x[a] = na;
-                        x[a + w] = nb;
-                    }
-            }
+#if VW == 16
+            SUFFIX(butterfly)(x, 8, LANES(LANE_LO, 8), LANES(LANE_HI, 8));
+#endif
+            SUFFIX(butterfly)(x, 4, LANES(LANE_LO, 4), LANES(LANE_HI, 4));
+            SUFFIX(butterfly)(x, 2, LANES(LANE_LO, 2), LANES(LANE_HI, 2));
+            SUFFIX(butterfly)(x, 1, LANES(LANE_LO, 1), LANES(LANE_HI, 1));
             for (int i = 0; i < VW; i++) ST(Bt + (e + i) * Tp + j, x[i]);
         }
     for (; j < T; j++)
@@ -190,21 +205,21 @@ INLINE vf SUFFIX(vmax)(vf a, vf b) {
 
 /* every lane of the result: the max (or sum) of x's lanes, in log2(VW) shuffle steps */
 INLINE vf SUFFIX(all_max)(vf x) {
-    for (int w = VW / 2; w >= 1; w /= 2) {
-        vi lanes;
-        for (int k = 0; k < VW; k++) lanes[k] = k ^ w;
-        x = SUFFIX(vmax)(x, __builtin_shuffle(x, lanes));
-    }
-    return x;
+#if VW == 16
+    x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 8)));
+#endif
+    x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 4)));
+    x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 2)));
+    return SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 1)));
 }
 
 INLINE vf SUFFIX(all_sum)(vf x) {
-    for (int w = VW / 2; w >= 1; w /= 2) {
-        vi lanes;
-        for (int k = 0; k < VW; k++) lanes[k] = k ^ w;
-        x += __builtin_shuffle(x, lanes);
-    }
-    return x;
+#if VW == 16
+    x += __builtin_shuffle(x, LANES(LANE_XOR, 8));
+#endif
+    x += __builtin_shuffle(x, LANES(LANE_XOR, 4));
+    x += __builtin_shuffle(x, LANES(LANE_XOR, 2));
+    return x + __builtin_shuffle(x, LANES(LANE_XOR, 1));
 }
 
 /* Row r of S (query i, keys 0..i; Jp a multiple of VW past i): in place, P = exp(scale S - lse);

@@ -7,3 +7,8 @@
 #undef BC
 #undef INLINE
 #undef ROUND_UP
+#undef LANES8
+#undef LANES
+#undef LANE_XOR
+#undef LANE_LO
+#undef LANE_HI

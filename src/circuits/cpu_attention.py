@@ -9,10 +9,13 @@ of query rows reads only the keys before it), keeps the softmax's log-sum-exp fo
 instead of the pattern, and runs the small products register-blocked in fp32: AVX-512 where the CPU
 has it, else AVX2 + FMA, on torch's own OpenMP threads (see ``training_kernels.c``). Each (batch, head)
 slice is computed by one thread from start to end, so results do not depend on the number of
-threads, and fp32 training stays bit-reproducible.
+threads, and fp32 training stays bit-reproducible. On CPUs with AMX (Xeon 4th gen. on), bf16 tensors
+(training under autocast) take ``attention_amx.h``: the five products on bf16 tiles, the softmax in
+AVX-512, and the computed operands P and dS each split into two bf16 (hi + lo), so that it is as
+accurate as the fp32-vector kernel; a training layer's attention took half the time.
 
 ``available(d_head)`` says whether it runs here (x86-64 Linux with AVX2 at least, a C compiler with OpenMP,
-d_head a multiple of 32 with AVX-512 or of 16 with AVX2, ``$CIRCUITS_C_KERNELS`` not 0); otherwise
+d_head a multiple of 32 with AVX-512 or AMX or of 16 with AVX2, ``$CIRCUITS_C_KERNELS`` not 0); otherwise
 ``model.causal_attention`` uses torch's kernel. Tests compare both directions with fp64 torch.
 """
 
@@ -31,24 +34,31 @@ from .ckernels import cpu_flags, load
 # one library for the attention and the cross-entropy (cpu_xent): one source, its headers
 SOURCE = Path(__file__).with_name("training_kernels.c")
 HEADERS = tuple(Path(__file__).with_name(name) for name in
-                ("attention_ops.h", "attention_body.h", "cross_entropy_body.h", "attention_ops_end.h"))
-# instruction set -> (CPU flags it needs, d_head must be a multiple of this: two vectors of fp32)
-ISAS = {"avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
+                ("attention_ops.h", "attention_body.h", "attention_amx.h", "attention_amx_backward.h",
+                 "cross_entropy_body.h", "attention_ops_end.h"))
+# instruction set -> (CPU flags it needs, d_head must be a multiple of this), widest first. "amx" runs
+# bf16 attention on AMX tiles (attention_amx.h; fp32 tensors take the AVX-512 kernel there): 32 columns
+# of bf16 per tile product. The others compute in fp32 vectors: d_head is two vectors of fp32.
+ISAS = {"amx": (("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512f", "fma"), 32),
+        "avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled training kernels, this module's attention and ``cpu_xent``'s cross-entropy rows
     (None where they do not run here)."""
-    lib = load(SOURCE, HEADERS, ("-fopenmp",)) if isa() else None
+    lib = load(SOURCE, HEADERS, ("-fopenmp",)) if _allowed() else None
     if lib is None:
         return None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.amx_request.restype = ctypes.c_int
     for name in ISAS:
         for kind, n_tensors in (("forward", 5), ("backward", 9)):
             fn = getattr(lib, f"attention_{kind}_{name}")
             fn.restype = ctypes.c_int
             fn.argtypes = [ptr] * (n_tensors + 1) + [ctypes.c_int, i64, i64, i64, i64, ctypes.c_float]
+        if name == "amx":  # attention only
+            continue
         fn = getattr(lib, f"cross_entropy_rows_{name}")
         fn.restype = ctypes.c_int
         fn.argtypes = [ptr, ctypes.c_int, i64, i64, ptr, ctypes.c_float, ptr, ptr]
@@ -57,10 +67,33 @@ def library() -> ctypes.CDLL | None:
 
 def isa() -> str | None:
     """The widest instruction set of ``ISAS`` this CPU has (None: none of them). Capped, as torch's
-    own kernels are, by ``$ATEN_CPU_CAPABILITY`` ("avx2": no AVX-512; "default": none)."""
+    own kernels are, by ``$ATEN_CPU_CAPABILITY`` ("avx2": no AVX-512; "default": none), and for AMX,
+    as oneDNN's matmuls are, by ``$ONEDNN_MAX_CPU_ISA`` (AMX only where it is unset, ALL or names AMX)."""
+    return next((name for name in _allowed() if name != "amx" or _amx_granted()), None)
+
+
+def _allowed() -> list[str]:
+    """The names of ``ISAS`` this CPU has and the environment allows (see ``isa``), widest first."""
     cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
     allowed = {"default": (), "avx2": ("avx2",)}.get(cap, tuple(ISAS))
-    return next((name for name, (flags, _) in ISAS.items() if name in allowed and set(flags) <= cpu_flags()), None)
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if onednn not in ("ALL", "DEFAULT") and "AMX" not in onednn:
+        allowed = tuple(name for name in allowed if name != "amx")
+    return [name for name, (flags, _) in ISAS.items() if name in allowed and set(flags) <= cpu_flags()]
+
+
+def vector_isa() -> str | None:
+    """The instruction set of the fp32 vector kernels here: ``isa()``, but AVX-512 where that is AMX
+    (fp32 attention, and ``cpu_xent``, run in AVX-512 vectors on AMX machines)."""
+    name = isa()
+    return "avx512" if name == "amx" else name
+
+
+def _amx_granted() -> bool:
+    """Whether Linux lets this process use AMX's tile registers (it must ask: ARCH_REQ_XCOMP_PERM; the
+    library asks once and remembers a grant)."""
+    lib = library()
+    return lib is not None and lib.amx_request() == 0
 
 
 def available(d_head: int) -> bool:
@@ -75,11 +108,11 @@ def _run(kind: str, tensors: list[torch.Tensor], shape: torch.Size) -> None:
     b, h, n, e = shape
     bf16 = 3 if tensors[0].dtype == torch.bfloat16 else 0  # bit 0: inputs, bit 1: outputs
     strides = torch.tensor([s for t in tensors if t.dim() == 4 for s in t.stride()[:3]], dtype=torch.int64)
-    fn = getattr(library(), f"attention_{kind}_{isa()}")
+    fn = getattr(library(), f"attention_{kind}_{isa() if bf16 else vector_isa()}")
     code = fn(*(t.data_ptr() for t in tensors), strides.data_ptr(), bf16, b * h, h, n, e, 1.0 / math.sqrt(e))
     if code:
         raise RuntimeError(f"attention kernel {kind} failed with code {code} "
-                           "(-1: unsupported shape, -2: out of memory)")
+                           "(-1: unsupported shape, -2: out of memory, -3: AMX refused by the OS)")
 
 
 def _empty_like_bnhe(x: torch.Tensor) -> torch.Tensor:

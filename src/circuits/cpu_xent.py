@@ -35,7 +35,7 @@ def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, scale: float
     if not available():
         raise RuntimeError("the C cross-entropy kernel does not run here (see circuits.cpu_xent.available)")
     loss = torch.empty(logits.shape[0], dtype=torch.float32)
-    fn = getattr(cpu_attention.library(), f"cross_entropy_rows_{cpu_attention.isa()}")
+    fn = getattr(cpu_attention.library(), f"cross_entropy_rows_{cpu_attention.vector_isa()}")
     code = fn(logits.data_ptr(), int(logits.dtype == torch.bfloat16), logits.shape[0], logits.shape[1],
               targets.data_ptr(), scale, loss.data_ptr(), logits.data_ptr() if grad else None)
     if code:

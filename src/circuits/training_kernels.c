@@ -1,16 +1,20 @@
 /* The C kernels of a training step on CPUs: causal attention, forward and backward (attention_body.h,
  * circuits/cpu_attention.py), and the loss's cross-entropy rows (cross_entropy_body.h, circuits/cpu_xent.py),
  * both on the vector helpers of attention_ops.h. Each is compiled twice: for AVX-512 (16 lanes, 8 query rows
- * a block) and for AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has.
+ * a block) and for AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has. The attention has a third
+ * build for bf16 on AMX tiles (attention_amx.h, attention_amx_backward.h, with the AVX-512 helpers).
  *
  * Threads: OpenMP (-fopenmp). Loaded after torch, this library binds to the libgomp.so.1 torch has
  * already loaded, so its parallel regions run on torch's own worker threads. Threads of our own
  * (Python's, say) would compete for the cores with torch's workers, which spin for a while after
  * each of torch's parallel regions: on a 2-core Xeon that cost half of the kernel's gain. */
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #define THREAD omp_get_thread_num()
@@ -45,6 +49,22 @@
 #include "attention_ops.h"
 #include "attention_body.h"
 #include "cross_entropy_body.h"
+#include "attention_ops_end.h"
+#undef VW
+#undef R
+#undef JU
+#undef SUFFIX
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16,fma")
+#define VW 16
+#define R 8
+#define JU 4
+#define SUFFIX(name) name##_amx
+#include "attention_ops.h"
+#include "attention_amx.h"
+#include "attention_amx_backward.h"
 #include "attention_ops_end.h"
 #undef VW
 #undef R
