@@ -122,42 +122,62 @@ def _empty_like_bnhe(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(b, n, h, e, dtype=x.dtype).transpose(1, 2)
 
 
-def _checked(x: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
-    if x.dtype != dtype or x.device.type != "cpu" or x.dim() != 4:
-        raise ValueError(f"{name}: expected a [batch, head, pos, d_head] {dtype} CPU tensor, got "
-                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Named errors for inputs the kernel does not take."""
+    if q.dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"q: expected float32 or bfloat16, got {q.dtype}")
+    for x, name in ((q, "q"), (k, "k"), (v, "v")):
+        if x.dtype != q.dtype or x.device.type != "cpu" or x.dim() != 4:
+            raise ValueError(f"{name}: expected a [batch, head, pos, d_head] {q.dtype} CPU tensor, got "
+                             f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not available(q.shape[-1]):
+        raise RuntimeError(f"the C attention kernel does not run here for d_head={q.shape[-1]} "
+                           "(see circuits.cpu_attention.available)")
+
+
+def _unit_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
 class _CausalAttention(torch.autograd.Function):
+    """Queries and keys come as one tensor qk [2, b, h, n, e], and their gradient leaves as one tensor laid
+    out as qk is: the model makes q and k with one matmul, and separate gradients would be stacked and
+    copied back into that layout (two passes over them a layer, about 5 % of a CPU training step)."""
+
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if q.dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"q: expected float32 or bfloat16, got {q.dtype}")
-        q, k, v = (_checked(x, name, q.dtype) for x, name in ((q, "q"), (k, "k"), (v, "v")))
-        if not (q.shape == k.shape == v.shape):
-            raise ValueError(f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    def forward(ctx, qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        qk, v = _unit_stride(qk), _unit_stride(v)
+        q, k = qk
         z = _empty_like_bnhe(q)
         lse = torch.empty(q.shape[:3], dtype=torch.float32)
         _run("forward", [q, k, v, z, lse], q.shape)
-        ctx.save_for_backward(q, k, v, z, lse)
+        ctx.save_for_backward(qk, v, z, lse)
         return z
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor):
-        q, k, v, z, lse = ctx.saved_tensors
-        dz = _checked(dz.to(q.dtype), "grad", q.dtype)
-        dq, dk, dv = (_empty_like_bnhe(q) for _ in range(3))
-        _run("backward", [q, k, v, z, dz, lse, dq, dk, dv], q.shape)
-        return dq, dk, dv
+        qk, v, z, lse = ctx.saved_tensors
+        dz = _unit_stride(dz.to(qk.dtype))
+        dqk, dv = torch.empty_like(qk), _empty_like_bnhe(v)  # empty_like keeps qk's strides
+        _run("backward", [*qk, v, z, dz, lse, *dqk, dv], v.shape)
+        return dqk, dv
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax_causal(q k^T / sqrt(d_head)) v for [batch, head, pos, d_head] CPU tensors, all fp32 or
-    all bf16, with autograd. It computes in fp32 either way: bf16 inputs are widened as they are read,
-    and the result (laid out as [batch, pos, head, d_head]) and the gradients are rounded to bf16 as
-    they are written. Needs ``available(d_head)``."""
-    if not available(q.shape[-1]):
-        raise RuntimeError(f"the C attention kernel does not run here for d_head={q.shape[-1]} "
-                           "(see circuits.cpu_attention.available)")
-    return _CausalAttention.apply(q, k, v)
+    all bf16, with autograd. It computes in fp32 arithmetic either way (on AMX, bf16 tiles with P and dS
+    split in two): bf16 inputs are read as they are, and the result (laid out as [batch, pos, head,
+    d_head]) and the gradients are rounded to bf16 as they are written. Needs ``available(d_head)``."""
+    _check(q, k, v)
+    return _CausalAttention.apply(torch.stack([q, k]), v)
+
+
+def causal_attention_qk(qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``causal_attention(*qk, v)`` for queries and keys in one tensor [2, batch, head, pos, d_head] (the
+    model's: views of one matmul's output), whose gradient is then one tensor in qk's layout."""
+    if qk.dim() != 5 or qk.shape[0] != 2:
+        raise ValueError(f"qk: expected [2, batch, head, pos, d_head], got {tuple(qk.shape)}")
+    _check(qk[0], qk[1], v)
+    return _CausalAttention.apply(qk, v)

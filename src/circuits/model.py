@@ -68,24 +68,28 @@ class Attention(nn.Module):
         w_qk = torch.cat([self.W_Q, self.W_K], dim=0).permute(1, 0, 2).reshape(d, 2 * h * e)
         qk = (x + pos) @ w_qk
         v = x @ self.W_V.permute(1, 0, 2).reshape(d, h * e)
-        q, k = qk.view(b, n, 2, h, e).permute(2, 0, 3, 1, 4)
+        qk = qk.view(b, n, 2, h, e).permute(2, 0, 3, 1, 4)  # [2, b, h, n, e]: queries, keys
         v = v.view(b, n, h, e).transpose(1, 2)
-        z = causal_attention(q, k, v)  # [b, h, n, e]
+        z = causal_attention(qk, v)  # [b, h, n, e]
         return z.transpose(1, 2).reshape(b, n, h * e) @ self.W_O.reshape(h * e, d)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax_causal(q k^T / sqrt(d_head)) v, [b, h, n, e] in and out, in the inputs' dtype.
+def causal_attention(qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax_causal(q k^T / sqrt(d_head)) v, [b, h, n, e] in and out (q, k = qk [2, b, h, n, e]), in the
+    inputs' dtype.
 
     GPUs: torch's fused kernel. CPUs: fp32 arithmetic even under bf16 autocast, in the C kernel of
     ``cpu_attention`` where it runs (reading and writing bf16 itself, so no casts around it), else in
     torch's fused kernel on fp32 copies: its bf16 path is slower than its fp32 path at d_head 32 (82
     against 49 ms for a [32, 8, 256, 32] batch on an AMX Xeon), and fp32 is the more precise."""
+    if qk.device.type == "cpu" and qk.dtype in (torch.float32, torch.bfloat16) \
+            and cpu_attention.available(qk.shape[-1]):
+        with torch.autocast("cpu", enabled=False):
+            return cpu_attention.causal_attention_qk(qk, v)
+    q, k = qk
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     with torch.autocast("cpu", enabled=False):  # CPU autocast would cast fp32 inputs back to bf16
-        if q.dtype in (torch.float32, torch.bfloat16) and cpu_attention.available(q.shape[-1]):
-            return cpu_attention.causal_attention(q, k, v)
         z = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
     return z.to(q.dtype)
 
