@@ -124,3 +124,19 @@ def test_kernel_names_bad_input(route):
         cpu_xent.cross_entropy_rows(x, torch.tensor([0, 1, 2]), 1.0, grad=True)
     with pytest.raises(ValueError, match="contiguous \\[rows, V\\] fp32 or bf16"):
         cpu_xent.cross_entropy_rows(x.T, torch.tensor([0, 1, 2, 3, 4]), 1.0, grad=True)
+
+
+def test_kernel_bf16_gradient_is_its_fp32_gradient_rounded(route):
+    """Read from bf16, the kernel computes what it computes from the same values in fp32, and writes the
+    gradient rounded to nearest even, as torch rounds; a row with a NaN stays NaN."""
+    if route != "kernel":
+        pytest.skip("the C kernel alone")
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(9, 4100, generator=g) * 4).bfloat16()  # 4,100: whole vectors and a tail
+    x[4, 17] = float("nan")
+    t = torch.randint(0, 4100, (9,), generator=g)
+    wide = x.float()
+    cpu_xent.cross_entropy_rows(wide, t, 0.01, grad=True)
+    cpu_xent.cross_entropy_rows(x, t, 0.01, grad=True)
+    torch.testing.assert_close(x, wide.bfloat16(), rtol=0, atol=0, equal_nan=True)
+    assert x[4].isnan().all() and not x[[0, 1, 2, 3, 5, 6, 7, 8]].isnan().any()

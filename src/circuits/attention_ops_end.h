@@ -2,6 +2,8 @@
 #undef vf
 #undef vfu
 #undef vi
+#undef vu
+#undef vh
 #undef LD
 #undef ST
 #undef BC
