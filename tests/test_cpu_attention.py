@@ -210,3 +210,16 @@ def test_isa_capped_like_torch(monkeypatch):
     assert cpu_attention.isa() == ("avx2" if "avx2" in ISAS else None)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert cpu_attention.isa() is None
+
+
+def test_nan_input_gives_nan_not_a_crash(isa):
+    """A NaN in q (a diverged run) reaches the output and the gradients as NaN; the backward, which
+    reads the forward's log-sum-exp, must not take a NaN there for anything else."""
+    for dtype in (torch.float32, torch.bfloat16):
+        q, k, v = (torch.randn(1, 2, 40, 32).to(dtype) for _ in range(3))
+        q[0, 1, 5, 3] = float("nan")  # query 5 of head 1
+        q, k, v = (x.requires_grad_() for x in (q, k, v))
+        z = cpu_attention.causal_attention(q, k, v)
+        z.backward(torch.ones_like(z))
+        assert z[0, 1, 5].isnan().all() and not z[0, 0].isnan().any() and not z[0, 1, 6].isnan().any()
+        assert v.grad[0, 1].isnan().any() and not v.grad[0, 0].isnan().any()

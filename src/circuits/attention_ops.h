@@ -234,11 +234,12 @@ INLINE vf SUFFIX(all_sum)(vf x) {
 }
 
 /* Row r of S (query i, keys 0..i; Jp a multiple of VW past i): in place, P = exp(scale S - lse);
- * entries past i become 0 (set to -inf first: vexp flushes them). lse NaN means "forward": lse is
- * computed and returned, P left unnormalised (exp(scale S - scale max S)) and 1/sum stored in *inv. */
+ * entries past i become 0 (set to -inf first: vexp flushes them). inv not NULL means "forward": lse is
+ * computed (the lse given is ignored) and returned, P left unnormalised (exp(scale S - scale max S)) and
+ * 1/sum stored in *inv. In the backward (inv NULL) a NaN lse, from a forward that met NaN, gives NaN. */
 INLINE float SUFFIX(softmax_row)(float *s, int i, int Jp, float scale, float lse, float *inv) {
     for (int j = i + 1; j < Jp; j++) s[j] = -INFINITY;
-    if (lse != lse) {
+    if (inv) {
         vf mv = LD(s);
         for (int j = VW; j < Jp; j += VW) mv = SUFFIX(vmax)(mv, LD(s + j));
         lse = scale * SUFFIX(all_max)(mv)[0];
