@@ -64,6 +64,21 @@ static void amx_transpose16(const uint16_t *K, int Tp, int E, float *tmp, uint16
     for (size_t i = 0; i < (size_t)Tp * E; i++) out[i] = (uint16_t)(((uint32_t *)tmp)[(size_t)Tp * E + i] >> 16);
 }
 
+/* C[c0] += (A_hi + A_lo) B0 and C[c1] += (A_hi + A_lo) B1 on tiles 4-7: a product whose A is split into two
+ * bf16 (hi + lo), over two column tiles of B; four independent tile products in flight. A macro: tile
+ * numbers must be constants. */
+#define AMX_HILO_TWO_COLUMNS(c0, c1, a_hi, a_lo, lda, b0, b1, ldb) \
+    do {                                                          \
+        _tile_loadd(4, a_hi, lda);                                \
+        _tile_loadd(5, a_lo, lda);                                \
+        _tile_loadd(6, b0, ldb);                                  \
+        _tile_loadd(7, b1, ldb);                                  \
+        _tile_dpbf16ps(c0, 4, 6);                                 \
+        _tile_dpbf16ps(c1, 4, 7);                                 \
+        _tile_dpbf16ps(c0, 5, 6);                                 \
+        _tile_dpbf16ps(c1, 5, 7);                                 \
+    } while (0)
+
 #define AMX_SLICE(p, i, b, h) ((const uint16_t *)(p) + (b) * st[3 * (i)] + (h) * st[3 * (i) + 1])
 
 /* rows i0..i0+15 of the slice after bh of tensors in[0..n) (numbered as in st), into the cache while this
@@ -140,16 +155,9 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
             for (int e = 0; e < E; e += 32) {  /* O = P V, two column tiles in flight */
                 _tile_zero(0);
                 _tile_zero(1);
-                for (int k0 = 0; k0 < Jd; k0 += 32) {
-                    _tile_loadd(2, Pb + k0, 2 * Tp);
-                    _tile_loadd(5, Pl + k0, 2 * Tp);
-                    _tile_loadd(3, Vv + (size_t)(k0 / 2) * E + e, 4 * E);
-                    _tile_loadd(4, Vv + (size_t)(k0 / 2) * E + e + 16, 4 * E);
-                    _tile_dpbf16ps(0, 2, 3);
-                    _tile_dpbf16ps(1, 2, 4);
-                    _tile_dpbf16ps(0, 5, 3);
-                    _tile_dpbf16ps(1, 5, 4);
-                }
+                for (int k0 = 0; k0 < Jd; k0 += 32)
+                    AMX_HILO_TWO_COLUMNS(0, 1, Pb + k0, Pl + k0, 2 * Tp, Vv + (size_t)(k0 / 2) * E + e,
+                                         Vv + (size_t)(k0 / 2) * E + e + 16, 4 * E);
                 _tile_stored(0, Ob + e, 4 * E);
                 _tile_stored(1, Ob + e + 16, 4 * E);
             }
