@@ -3,7 +3,8 @@
 Measures tokens/s of a full training step (forward, backward, AdamW step; warm-up excluded; the
 median of several repeats, the contenders taking turns within each repeat) for:
   ours     - circuits.train.training_step as `train` runs it (bf16 autocast where bf16 is fast, the unembedding and loss
-             fused in row chunks (circuits.unembed_loss), on CPUs the C attention kernel (circuits.cpu_attention),
+             fused in row chunks (circuits.unembed_loss), on CPUs the C attention kernel (circuits.cpu_attention)
+             and freed memory kept in the process (circuits.cpu_memory, process-wide: TransformerLens too),
              fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
@@ -31,6 +32,7 @@ import torch
 
 from circuits.config import ModelConfig, get_preset
 from circuits import cpu_attention, unembed_loss
+from circuits.cpu_memory import keep_freed_memory
 from circuits.model import AttnOnlyTransformer
 from circuits.train import effective_precision, make_optimizer, maybe_compile, training_step
 
@@ -84,6 +86,8 @@ def interleaved_rates(steps: dict, batch: torch.Tensor, n_steps: int, repeats: i
 
 
 def ours_step(cfg: ModelConfig, train_cfg, device: torch.device):
+    if device.type == "cpu":
+        keep_freed_memory()  # as train() does (process-wide, so TransformerLens gains it too)
     model = AttnOnlyTransformer(cfg).to(device)
     opt = make_optimizer(model, train_cfg)
     fwd = maybe_compile(model, train_cfg, device)  # as train() does

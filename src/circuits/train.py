@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .checkpoint import atomic_save, check_shapes, save_model, verified_load
 from .config import DataConfig, ModelConfig, TrainConfig, from_json, to_json
 from .corpus_stats import token_counts
+from .cpu_memory import keep_freed_memory
 from .induction import (in_context_learning_score, per_token_loss, prefix_matching_scores,
                         previous_token_scores, repeated_random_tokens)
 from .model import AttnOnlyTransformer
@@ -217,6 +218,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
         raise ValueError(f"batch_size {train_cfg.batch_size} is not divisible by world size {world}")
     main = rank == 0
     device = pick_device(rank)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for each step's fresh tensors (cpu_memory.py)
     run_dir = Path(run_dir)
     ckpt_path, log_path = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
     total_steps = max(1, train_cfg.total_tokens // (train_cfg.batch_size * model_cfg.n_ctx))
