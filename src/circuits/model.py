@@ -78,8 +78,9 @@ def causal_attention(qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax_causal(q k^T / sqrt(d_head)) v, [b, h, n, e] in and out (q, k = qk [2, b, h, n, e]), in the
     inputs' dtype.
 
-    GPUs: torch's fused kernel. CPUs: fp32 arithmetic even under bf16 autocast, in the C kernel of
-    ``cpu_attention`` where it runs (reading and writing bf16 itself, so no casts around it), else in
+    GPUs: torch's fused kernel. CPUs: fp32 accuracy even under bf16 autocast, in the C kernel of
+    ``cpu_attention`` where it runs (reading and writing bf16 itself, so no casts around it; on AMX, bf16
+    tile products with P and dS carried as two bf16 each), else in
     torch's fused kernel on fp32 copies: its bf16 path is slower than its fp32 path at d_head 32 (82
     against 49 ms for a [32, 8, 256, 32] batch on an AMX Xeon), and fp32 is the more precise."""
     if qk.device.type == "cpu" and qk.dtype in (torch.float32, torch.bfloat16) \

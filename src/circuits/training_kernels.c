@@ -56,6 +56,9 @@
 #undef SUFFIX
 #pragma GCC pop_options
 
+/* AMX needs GCC 11's intrinsics; with an older compiler the AMX entry points are stubs (amx_request says no,
+ * so Python never calls the others), and the AVX-512 and AVX2 kernels above still build. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16,fma")
 #define VW 16
@@ -71,3 +74,15 @@
 #undef JU
 #undef SUFFIX
 #pragma GCC pop_options
+#else
+int amx_request(void) { return -1; }
+int attention_forward_amx(const void *q, const void *k, const void *v, void *o, float *lse, const int64_t *st,
+                          int bf16, int64_t BH, int64_t H, int64_t T, int64_t E, float scale) {
+    return -3;
+}
+int attention_backward_amx(const void *q, const void *k, const void *v, const void *o, const void *dout,
+                           const float *lse, void *dq, void *dk, void *dv, const int64_t *st, int bf16, int64_t BH,
+                           int64_t H, int64_t T, int64_t E, float scale) {
+    return -3;
+}
+#endif
