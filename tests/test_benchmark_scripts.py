@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end at a tiny size and end with the line their docstrings promise."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from circuits import cpu_attention
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_attention_benchmark_runs():
+    # the smoke preset's heads (d_head 8) fit no C kernel: the script says so in its last line
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_attention.py"), "--preset", "smoke",
+                          "--repeats", "1"], capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert out[0].startswith("one layer: batch 8 x 4 heads x 64 positions x d_head 8")
+    assert any(line.startswith("torch fp32") for line in out)
+    assert re.fullmatch(r".*attention_speedup_vs_torch=(n/a|\d+\.\d\d)", out[-1])
+
+
+def test_cpu_attention_benchmark_times_our_kernel():
+    if not cpu_attention.available(32):
+        pytest.skip("no C attention kernel here")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_attention.py"), "--repeats", "1"],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert any(line.startswith(f"ours {cpu_attention.vector_isa()}") for line in out)
+    assert re.fullmatch(r"attention_speedup_vs_torch=\d+\.\d\d", out[-1])
