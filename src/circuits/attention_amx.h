@@ -9,10 +9,10 @@
  * B tiles hold pairs of consecutive rows of B interleaved ("VNNI"): row p is (B[2p, n], B[2p+1, n]) for
  * n = 0..15, one 32-bit word each. So the B operand of X Y^T is Y's 32-bit transpose (words = pairs of
  * columns), and of X Y it is Y with pairs of rows interleaved; both are made once per slice.
- * The softmax and dS are computed in fp32 vectors; P and dS are rounded to bf16 for their products, as
- * flash attention does on GPUs. The backward works on S^T (keys as rows) in blocks of 32 keys x 32 queries:
- * P^T and dS^T are then A operands of dV and dK as they stand, and dS^T (pairs of key rows interleaved) is the
- * B operand of dQ^T = K^T dS^T; the lse and D of a query are one lane of a vector. */
+ * The softmax and dS are computed in fp32 vectors. P and dS, the two operands computed here, enter their
+ * products as two bf16 each (hi + lo: 16 bits of mantissa), so the kernel is as accurate as the fp32-vector
+ * one; rounding them to bf16 alone, as flash attention does on GPUs, put dQ and dK 1-2 % off. The backward
+ * (attention_amx_backward.h) works on S^T, keys as rows. */
 
 /* One tile shape for all eight tiles: 16 rows of 64 bytes (16 fp32, or 32 bf16 = one K step) */
 static void amx_configure(void) {
@@ -86,11 +86,9 @@ static void amx_transpose16(const uint16_t *K, int Tp, int E, float *tmp, uint16
 static void amx_prefetch_next(const void *const *in, int n, const int64_t *st, int64_t bh, int64_t bh1, int64_t H,
                               int i0, int E) {
     if (bh + 1 >= bh1) return;
-    for (int i = 0; i < n; i++) {
-        const uint16_t *p = AMX_SLICE(in[i], i, (bh + 1) / H, (bh + 1) % H);
-        for (int j = i0; j < i0 + 16; j++)
-            for (int c = 0; c < E; c += 32) __builtin_prefetch(p + j * st[3 * i + 2] + c, 0, 3);
-    }
+    for (int i = 0; i < n; i++)
+        SUFFIX(prefetch_rows)((const char *)AMX_SLICE(in[i], i, (bh + 1) / H, (bh + 1) % H), 2 * st[3 * i + 2],
+                              2 * E, i0, i0 + 16);
 }
 
 INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, float *lse, const int64_t *st,
