@@ -59,7 +59,7 @@ def test_reference_is_torch_attention():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 37, 32), (1, 2, 256, 32), (2, 2, 100, 64), (1, 1, 1, 32), (3, 1, 9, 32),
-                                   (2, 1, 45, 96)])
+                                   (2, 1, 45, 96), (1, 2, 1024, 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forward_and_backward_match_fp64(isa, shape, dtype):
     b, h, n, e = shape
