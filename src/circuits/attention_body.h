@@ -19,7 +19,7 @@
 #define SLICE(p, i, isbf16) SLICE_AT(p, i, isbf16, b, h)
 /* tensor i of this slice into contiguous fp32 rows, and back from them */
 #define LOAD_SLICE(p, i, dst) SUFFIX(load_rows)(SLICE(p, i, in16), in16, st[3 * (i) + 2], T, E, dst)
-#define STORE_SLICE(src, p, i) SUFFIX(store_rows)(src, T, E, (void *)SLICE(p, i, out16), out16, st[3 * (i) + 2])
+#define STORE_SLICE(src, p, i) SUFFIX(store_rows)(src, T, E, (void *)SLICE(p, i, out16), out16, st[3 * (i) + 2], 1.0f)
 /* rows [i0, i0 + nr) of tensor i of the next slice, if any, into the cache */
 #define PREFETCH_NEXT(p, i) \
     if (bh + 1 < bh1) \

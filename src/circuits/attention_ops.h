@@ -136,29 +136,30 @@ INLINE void SUFFIX(load_rows)(const void *src, int bf16, int64_t ld, int T, int 
     }
 }
 
-/* bf16 rounds to nearest even; NaN stays NaN */
-INLINE void SUFFIX(store_rows)(const float *src, int T, int E, void *dst, int bf16, int64_t ld) {
+/* rows times factor; bf16 rounds to nearest even, NaN stays NaN */
+INLINE void SUFFIX(store_rows)(const float *src, int T, int E, void *dst, int bf16, int64_t ld, float factor) {
     for (int j = 0; j < T; j++) {
         if (bf16) {
-            const uint32_t *in = (const uint32_t *)(src + j * E);
             uint16_t *row = (uint16_t *)dst + j * ld;
             int e = 0;
             for (; e + VW <= E; e += VW) {  /* the same rounding, VW at a time (the scalar loop was not vectorised) */
-                vu x = *(const vu *)(in + e);
+                vu x = (vu)(LD(src + j * E + e) * factor);
                 vu nan = (x & 0x7fffffffu) > 0x7f800000u;
                 vu r = (nan & ((x >> 16) | 0x40)) | (~nan & ((x + 0x7fffu + ((x >> 16) & 1)) >> 16));
                 *(vh *)(row + e) = __builtin_convertvector(r, vh);
             }
             for (; e < E; e++) {
-                uint32_t x = in[e];
+                float f = src[j * E + e] * factor;
+                uint32_t x;
+                memcpy(&x, &f, 4);
                 row[e] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40)
                                                          : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
             }
         } else {
             float *row = (float *)dst + j * ld;
             int e = 0;
-            for (; e + VW <= E; e += VW) ST(row + e, LD(src + j * E + e));
-            for (; e < E; e++) row[e] = src[j * E + e];
+            for (; e + VW <= E; e += VW) ST(row + e, LD(src + j * E + e) * factor);
+            for (; e < E; e++) row[e] = src[j * E + e] * factor;
         }
     }
 }

@@ -5,7 +5,7 @@
  *   loss_i = m + log sum_v exp(x_v - m) - x_{t_i}          (m = max_v x_v)
  *   grad_i = scale * (softmax(x) - onehot(t_i))            (written over x when grad == logits)
  * One row at a time: widened into fp32 scratch (V floats, in L1 or L2), one pass for the maximum, one for
- * exp and its sum, one for the gradient. torch's route makes about ten passes over the chunk. */
+ * exp and its sum, one that scales and writes the gradient. torch's route makes about ten passes over the chunk. */
 int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64_t V, const int64_t *targets,
                                float scale, float *loss, void *grad) {
     if (V < 1 || V > 1 << 30 || rows < 0) return -1;
@@ -36,11 +36,11 @@ int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64
             }
             float l = SUFFIX(all_sum)(sum)[0];
             loss[i] = m + logf(l) - picked;
-            if (grad) {
-                vf g = BC(scale / l);
-                for (int j = 0; j < Vp; j += VW) ST(e + j, LD(e + j) * g);
-                e[target] -= scale;
-                SUFFIX(store_rows)(e, 1, (int)V, (char *)grad + i * V * size, bf16, V);
+            if (grad) {  /* scale * softmax, written as it is scaled; then the target's entry, less scale */
+                float g = scale / l, picked_grad = e[target] * g - scale;
+                char *row = (char *)grad + i * V * size;
+                SUFFIX(store_rows)(e, 1, (int)V, row, bf16, V, g);
+                SUFFIX(store_rows)(&picked_grad, 1, 1, row + target * size, bf16, 1, 1.0f);
             }
         }
         if (!e) {
