@@ -137,7 +137,7 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
                     continue;
                 }
                 float inv, *s = S + (size_t)r * Tp;
-                lse[bh * T + i0 + r] = SUFFIX(softmax_row)(s, i0 + r, i0 + 16, scale, NAN, &inv);
+                lse[bh * T + i0 + r] = SUFFIX(softmax_row)(s, i0 + r, i0 + 16, scale, 0.0f, &inv);
                 for (int j = 0; j < i0 + 16; j += 16) {
                     vf x = LD(s + j) * inv;
                     __m256i hi = (__m256i)_mm512_cvtneps_pbh(x);

@@ -47,7 +47,7 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
             PREFETCH_NEXT(v, 2);
             SUFFIX(rows_dot)(Qc + i0 * E, E, nr, Kt, Tp, Jd, E, S, Tp);
             for (int r = 0; r < nr; r++)
-                L[i0 + r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, NAN, inv + r);
+                L[i0 + r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, 0.0f, inv + r);
             SUFFIX(rows_times)(S, Tp, nr, Vc, J, E, Oc + i0 * E, E, inv);
         }
         STORE_SLICE(Oc, o, 3);
