@@ -13,6 +13,16 @@ import torch
 from circuits.config import ModelConfig, TrainConfig
 
 
+def loss_and_gradients(model, tokens: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The training loss of ``model`` on ``tokens`` [batch, n_ctx + 1] (bf16 autocast or not) and every
+    parameter's gradient, as a training step computes them."""
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
     return ModelConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=24, d_vocab=61)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from circuits import ckernels, cpu_attention
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer
+from conftest import loss_and_gradients
 
 ISAS = [name for name, (flags, _) in cpu_attention.ISAS.items() if set(flags) <= ckernels.cpu_flags()]
 pytestmark = pytest.mark.skipif(not ISAS or cpu_attention.library() is None,
@@ -156,16 +157,9 @@ def test_model_agrees_with_torch_attention(isa, monkeypatch, bf16):
     cfg = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=32, n_ctx=48, d_vocab=100)
     model = AttnOnlyTransformer(cfg)
     tokens = torch.randint(0, 100, (3, 48), generator=torch.Generator().manual_seed(2))
-    results = []
-    for use_kernel in (True, False):
-        if not use_kernel:
-            monkeypatch.setattr(cpu_attention, "available", lambda d_head: False)
-        model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(tokens[:, :-1], tokens[:, 1:])
-        loss.backward()
-        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-    (loss_k, grads_k), (loss_t, grads_t) = results
+    loss_k, grads_k = loss_and_gradients(model, tokens, bf16)
+    monkeypatch.setattr(cpu_attention, "available", lambda d_head: False)
+    loss_t, grads_t = loss_and_gradients(model, tokens, bf16)
     torch.testing.assert_close(loss_k, loss_t, rtol=1e-2 if bf16 else 1e-6, atol=0)
     for gk, gt in zip(grads_k, grads_t):
         if bf16:

@@ -140,3 +140,19 @@ def test_kernel_bf16_gradient_is_its_fp32_gradient_rounded(route):
     cpu_xent.cross_entropy_rows(x, t, 0.01, grad=True)
     torch.testing.assert_close(x, wide.bfloat16(), rtol=0, atol=0, equal_nan=True)
     assert x[4].isnan().all() and not x[[0, 1, 2, 3, 5, 6, 7, 8]].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_accumulate_adds_in_fp32(route, dtype):
+    if route != "kernel":
+        pytest.skip("the C kernel alone")
+    g = torch.Generator().manual_seed(4)
+    dst = torch.randn(3, 4099, generator=g)  # past one 4,096 block, with a tail
+    src = torch.randn(3, 4099, generator=g).to(dtype)
+    want = dst + src.float()
+    cpu_xent.accumulate(dst, src)
+    assert torch.equal(dst, want)
+    with pytest.raises(ValueError, match="contiguous fp32 CPU dst and a src of its shape"):
+        cpu_xent.accumulate(dst.bfloat16(), src)
+    with pytest.raises(ValueError, match="contiguous fp32 CPU dst and a src of its shape"):
+        cpu_xent.accumulate(dst, src[:, :10])

@@ -119,21 +119,33 @@ INLINE void SUFFIX(rank_update)(float *M, int E, int J, const float *W, int ldw,
     }
 }
 
+/* dst[0..d) = src row (bf16 or fp32), or dst += it */
+INLINE void SUFFIX(row_widen)(float *dst, const void *src, int bf16, int64_t d, int add) {
+    int64_t e = 0;
+    if (bf16) {
+        const uint16_t *s = (const uint16_t *)src;
+        for (; e + VW <= d; e += VW) {
+            vf x = (vf)(__builtin_convertvector(*(const vh *)(s + e), vu) << 16);
+            ST(dst + e, add ? LD(dst + e) + x : x);
+        }
+        for (; e < d; e++) {
+            uint32_t u = (uint32_t)s[e] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            dst[e] = add ? dst[e] + f : f;
+        }
+    } else {
+        const float *s = (const float *)src;
+        for (; e + VW <= d; e += VW) ST(dst + e, add ? LD(dst + e) + LD(s + e) : LD(s + e));
+        for (; e < d; e++) dst[e] = add ? dst[e] + s[e] : s[e];
+    }
+}
+
 /* rows [T, E] of a (batch, head) slice, fp32 or bf16 (rows ld elements apart) <-> contiguous fp32.
  * The slices' rows lie far apart (one head of a [b, n, 3, h, e] tensor): they are read once, whole. */
 INLINE void SUFFIX(load_rows)(const void *src, int bf16, int64_t ld, int T, int E, float *dst) {
-    for (int j = 0; j < T; j++) {
-        if (bf16) {
-            const uint16_t *row = (const uint16_t *)src + j * ld;
-            uint32_t *out = (uint32_t *)(dst + j * E);
-            for (int e = 0; e < E; e++) out[e] = (uint32_t)row[e] << 16;
-        } else {  /* whole vectors, not a call to memcpy per row (a quarter of the attention's time) */
-            const float *row = (const float *)src + j * ld;
-            int e = 0;
-            for (; e + VW <= E; e += VW) ST(dst + j * E + e, LD(row + e));
-            for (; e < E; e++) dst[j * E + e] = row[e];
-        }
-    }
+    for (int j = 0; j < T; j++)  /* whole vectors, not a call to memcpy per row (a quarter of the attention's time) */
+        SUFFIX(row_widen)(dst + j * E, (const char *)src + j * ld * (bf16 ? 2 : 4), bf16, E, 0);
 }
 
 /* rows times factor; bf16 rounds to nearest even, NaN stays NaN */

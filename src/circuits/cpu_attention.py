@@ -31,11 +31,12 @@ import torch
 
 from .ckernels import cpu_flags, load
 
-# one library for the attention and the cross-entropy (cpu_xent): one source, its headers
+# one library for the attention, the cross-entropy (cpu_xent) and the residual reads (residual): one source
+# and its headers
 SOURCE = Path(__file__).with_name("training_kernels.c")
 HEADERS = tuple(Path(__file__).with_name(name) for name in
                 ("attention_ops.h", "attention_body.h", "attention_amx.h", "attention_amx_backward.h",
-                 "cross_entropy_body.h", "attention_ops_end.h"))
+                 "cross_entropy_body.h", "residual_body.h", "attention_ops_end.h"))
 # instruction set -> (CPU flags it needs, d_head must be a multiple of this), widest first. "amx" runs
 # bf16 attention on AMX tiles (attention_amx.h; fp32 tensors take the AVX-512 kernel there): 32 columns
 # of bf16 per tile product. The others compute in fp32 vectors: d_head is two vectors of fp32.
@@ -62,6 +63,13 @@ def library() -> ctypes.CDLL | None:
         fn = getattr(lib, f"cross_entropy_rows_{name}")
         fn.restype = ctypes.c_int
         fn.argtypes = [ptr, ctypes.c_int, i64, i64, ptr, ctypes.c_float, ptr, ptr]
+        fn = getattr(lib, f"accumulate_{name}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ptr, ptr, ctypes.c_int, i64]
+        for kind in ("forward", "backward"):  # circuits.residual's two kernels: one signature
+            fn = getattr(lib, f"residual_{kind}_{name}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ptr, ptr, ctypes.c_int, ptr, i64, i64, i64, ptr, ptr, ctypes.c_int, ptr]
     return lib
 
 

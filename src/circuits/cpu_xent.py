@@ -42,3 +42,16 @@ def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, scale: float
         raise ValueError({-3: f"a target is outside the vocabulary [0, {logits.shape[1]})",
                           -2: "out of memory"}.get(code, f"unsupported shape {tuple(logits.shape)}"))
     return loss
+
+
+def accumulate(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst += src`` for a contiguous fp32 CPU ``dst`` and a contiguous ``src`` of its shape, bf16 or fp32, in one
+    pass (torch's mixed-dtype ``add_`` first copies ``src`` to fp32: three passes)."""
+    if dst.dtype != torch.float32 or src.dtype not in (torch.float32, torch.bfloat16) or dst.shape != src.shape \
+            or not (dst.is_contiguous() and src.is_contiguous()) or {dst.device.type, src.device.type} != {"cpu"}:
+        raise ValueError(f"accumulate: expected a contiguous fp32 CPU dst and a src of its shape (bf16 or fp32), "
+                         f"got {dst.dtype} {tuple(dst.shape)} and {src.dtype} {tuple(src.shape)}")
+    if not available():
+        raise RuntimeError("the C kernels do not run here (see circuits.cpu_xent.available)")
+    fn = getattr(cpu_attention.library(), f"accumulate_{cpu_attention.vector_isa()}")
+    fn(dst.data_ptr(), src.data_ptr(), int(src.dtype == torch.bfloat16), dst.numel())

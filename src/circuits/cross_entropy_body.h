@@ -29,7 +29,10 @@ int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64
             for (int j = VW; j < Vp; j += VW) mv = SUFFIX(vmax)(mv, LD(e + j));
             float m = SUFFIX(all_max)(mv)[0];
             vf sum = {0};
+            const char *next = src + V * size;  /* the next row into the cache while this one computes */
+            int more = i + 1 < rows * (t + 1) / nt;
             for (int j = 0; j < Vp; j += VW) {
+                if (more && j < V) __builtin_prefetch(next + (int64_t)j * size, 0, 3);
                 vf p = SUFFIX(vexp)(LD(e + j) - m);
                 ST(e + j, p);
                 sum += p;
@@ -50,4 +53,18 @@ int SUFFIX(cross_entropy_rows)(const void *logits, int bf16, int64_t rows, int64
         free(e);
     }
     return err;
+}
+
+/* dst[i] += src[i] for i < n: fp32 dst, src bf16 or fp32 (W_U's gradient over groups of rows, whose products
+ * oneDNN returns in bf16). torch's mixed-dtype add_ makes an fp32 copy of src first: three passes, not one. */
+int SUFFIX(accumulate)(float *dst, const void *src, int bf16, int64_t n) {
+    if (n < 0) return -1;
+    #pragma omp parallel
+    {
+        int64_t t = THREAD, nt = THREADS, blocks = n / 4096 + 1;
+        int64_t i0 = blocks * t / nt * 4096, i1 = blocks * (t + 1) / nt * 4096;
+        if (i1 > n) i1 = n;
+        if (i0 < i1) SUFFIX(row_widen)(dst + i0, (const char *)src + i0 * (bf16 ? 2 : 4), bf16, i1 - i0, 1);
+    }
+    return 0;
 }

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_attention
+from . import cpu_attention, residual
 from .config import ModelConfig
 from .unembed_loss import unembed_cross_entropy
 
@@ -62,12 +62,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Fast path: the same sum over heads, as three large matmuls and one fused attention."""
-        b, n, d = x.shape
+        return self.forward_from(x + pos, x)
+
+    def forward_from(self, qk_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        """``forward`` from its two reads of the residual stream: x + pos for queries and keys, x for values
+        (``residual.read`` makes both in one pass)."""
+        b, n, d = v_in.shape
         h, e = self.cfg.n_heads, self.cfg.d_head
         # [h, d, e] -> [d, h*e] keeps per-head parameters while the matmul runs wide
         w_qk = torch.cat([self.W_Q, self.W_K], dim=0).permute(1, 0, 2).reshape(d, 2 * h * e)
-        qk = (x + pos) @ w_qk
-        v = x @ self.W_V.permute(1, 0, 2).reshape(d, h * e)
+        qk = qk_in @ w_qk
+        v = v_in @ self.W_V.permute(1, 0, 2).reshape(d, h * e)
         qk = qk.view(b, n, 2, h, e).permute(2, 0, 3, 1, 4)  # [2, b, h, n, e]: queries, keys
         v = v.view(b, n, h, e).transpose(1, 2)
         z = causal_attention(qk, v)  # [b, h, n, e]
@@ -193,8 +198,11 @@ class AttnOnlyTransformer(nn.Module):
         # (1.4 against 7 ms a cpu-preset step) than indexing's index_put
         x = F.embedding(tokens, self.embed.W_E)
         pos = self.pos_embed.W_pos[: tokens.shape[1]]
+        out = None  # the last block's attention output, added to x by the next read (one pass with its casts)
         for block in self.blocks:
-            x = block(x, pos)
+            x, qk_in, v_in = residual.read(x, out, pos)  # x + out, then x + pos and x in autocast's dtype
+            out = block.attn.forward_from(qk_in, v_in)
+        x = residual.final(x, out)
         if targets is not None:
             return unembed_cross_entropy(x, self.unembed.W_U, targets)
         return x @ self.unembed.W_U

@@ -1,6 +1,7 @@
 /* The C kernels of a training step on CPUs: causal attention, forward and backward (attention_body.h,
- * circuits/cpu_attention.py), and the loss's cross-entropy rows (cross_entropy_body.h, circuits/cpu_xent.py),
- * both on the vector helpers of attention_ops.h. Each is compiled twice: for AVX-512 (16 lanes, 8 query rows
+ * circuits/cpu_attention.py), the loss's cross-entropy rows (cross_entropy_body.h, circuits/cpu_xent.py) and
+ * the residual stream's reads (residual_body.h, circuits/residual.py), all on the vector helpers of
+ * attention_ops.h. Each is compiled twice: for AVX-512 (16 lanes, 8 query rows
  * a block) and for AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has. The attention has a third
  * build for bf16 on AMX tiles (attention_amx.h, attention_amx_backward.h, with the AVX-512 helpers).
  *
@@ -33,6 +34,7 @@
 #include "attention_ops.h"
 #include "attention_body.h"
 #include "cross_entropy_body.h"
+#include "residual_body.h"
 #include "attention_ops_end.h"
 #undef VW
 #undef R
@@ -49,6 +51,7 @@
 #include "attention_ops.h"
 #include "attention_body.h"
 #include "cross_entropy_body.h"
+#include "residual_body.h"
 #include "attention_ops_end.h"
 #undef VW
 #undef R

@@ -152,8 +152,8 @@ def _chunks_bf16_kernel(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: 
             total += cpu_xent.cross_entropy_rows(logits, targets[rows, None], 1.0 / n, need_grad).double().sum()
             if need_grad:  # logits now hold their gradient
                 torch.mm(logits, wc.T, out=grad_x[rows])
-        if need_grad:
-            grad_w += xt[:, g:end] @ buf[: end - g]
+        if need_grad:  # widened and added in one pass
+            cpu_xent.accumulate(grad_w, xt[:, g:end] @ buf[: end - g])
     return total
 
 
