@@ -8,10 +8,10 @@ median of several repeats, the contenders taking turns within each repeat) for:
              fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
-and this machine's matmul peak (a large square matmul timed in the same run), giving our
-model-FLOPs utilisation. The peak is taken in the precision training computes in: bf16, or fp32 on
-CPUs without native bf16 (AVX2 only), where torch's bf16 matmul is ~100x slower than fp32 and
-``train`` runs in fp32 (``circuits.precision``); there "same precision" is fp32 for both models.
+and this machine's matmul peak (a large square matmul timed in the same run, once a repeat in turn with the
+contenders, the best kept), giving our model-FLOPs utilisation. The peak is taken in the precision training
+computes in: bf16, or fp32 on CPUs without native bf16 (AVX2 only), where torch's bf16 matmul is ~100x slower
+than fp32 and ``train`` runs in fp32 (``circuits.precision``); there "same precision" is fp32 for both models.
 Needs transformer-lens 3.x (requirements-dev.txt). ``--device cuda`` measures the same on a GPU
 (our step torch.compiled as the paper preset trains; TransformerLens only where it is installed).
 
@@ -65,16 +65,19 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> 
     return 2 * n**3 / best
 
 
-def interleaved_rates(steps: dict, batch: torch.Tensor, n_steps: int, repeats: int) -> dict[str, float]:
+def interleaved_rates(steps: dict, batch: torch.Tensor, n_steps: int, repeats: int,
+                      between=lambda: None) -> dict[str, float]:
     """Median tokens/s of each ``step(batch)`` over ``repeats`` timed blocks of ``n_steps`` calls, after 3
     warm-up calls each (the first compiles, where a step is compiled). The contenders take turns within
-    every repeat, so a slow spell of a shared machine hits all of them alike."""
+    every repeat, so a slow spell of a shared machine hits all of them alike; ``between()`` runs once a
+    repeat, in turn with them (the matmul peak)."""
     for step in steps.values():
         for _ in range(3):
             step(batch)
     rates = {name: [] for name in steps}
     tokens = n_steps * batch.shape[0] * (batch.shape[1] - 1)
     for _ in range(repeats):
+        between()
         for name, step in steps.items():
             sync(batch.device)
             t0 = time.perf_counter()
@@ -158,12 +161,18 @@ def main() -> None:
         print(f"our attention: {f'C kernel ({cpu_attention.isa()})' if kernel else 'torch fused (no C kernel here)'}"
               "; $CIRCUITS_C_KERNELS=0 times torch's instead")
 
-    peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, device)
+    # the peak is timed once a repeat, in turn with the contenders, and the best kept: timed once, a slow
+    # spell of a shared machine during those 10 products lowered it by up to a third and inflated the MFU
+    peak_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peaks = [matmul_peak(peak_dtype, device)]
     steps = {"ours": ours_step(cfg, train_cfg, device), **transformerlens_steps(cfg, train_cfg, device, precision)}
-    rates = interleaved_rates(steps, batch, args.steps, args.repeats)
+    rates = interleaved_rates(steps, batch, args.steps, args.repeats,
+                              between=lambda: peaks.append(matmul_peak(peak_dtype, device)))
+    peak = max(peaks)
     ours = rates["ours"]
     mfu = ours * model_flops_per_token(cfg) / peak
-    print(f"{precision} matmul peak: {peak / 1e12:.3f} TFLOP/s; model FLOPs/token: {model_flops_per_token(cfg) / 1e6:.1f} M")
+    print(f"{precision} matmul peak: {peak / 1e12:.3f} TFLOP/s (best of {len(peaks)} timings: "
+          f"{', '.join(f'{p / 1e12:.2f}' for p in peaks)}); model FLOPs/token: {model_flops_per_token(cfg) / 1e6:.1f} M")
     print(f"ours ({precision}, fused loss and AdamW):  {ours:,.0f} tokens/s")
     if "tl_fp32" not in rates:
         print("TransformerLens is not installed here: no ratios")

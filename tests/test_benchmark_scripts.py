@@ -28,3 +28,13 @@ def test_cpu_attention_benchmark_times_our_kernel():
                          capture_output=True, text=True, check=True).stdout.strip().splitlines()
     assert any(line.startswith(f"ours {cpu_attention.vector_isa()}") for line in out)
     assert re.fullmatch(r"attention_speedup_vs_torch=\d+\.\d\d", out[-1])
+
+
+def test_train_throughput_benchmark_runs():
+    pytest.importorskip("transformer_lens")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--preset", "smoke",
+                          "--steps", "1", "--repeats", "2"], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    peak = next(line for line in lines if " matmul peak: " in line)
+    assert "(best of 3 timings: " in peak  # one before the contenders, then one a repeat in turn with them
+    assert re.fullmatch(r"ratio_vs_transformerlens=\d+\.\d\d ratio_same_precision=\d+\.\d\d mfu=\d+\.\d\d", lines[-1])
