@@ -82,6 +82,19 @@ def test_forward_and_backward_match_fp64(isa, shape, dtype):
         assert float(dq.abs().max()) < 1e-5 and float(dk.abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize("scale", [0.5, 2.0, 30.0])  # 30: nearly one-hot rows, most terms underflowing
+def test_forward_log_sum_exp_matches_fp64(isa, scale):
+    """The log-sum-exp the forward keeps for the backward (computed in vectors, a block of rows at a time), to
+    the rounding of the scores in fp32 (scores of hundreds at scale 30)."""
+    dtype = torch.bfloat16 if isa == "amx" else torch.float32
+    _, _, q, k, v = qkv_like_the_model(2, 3, 45, 32, dtype, scale=scale)
+    z, lse = cpu_attention._empty_like_bnhe(q), torch.empty(q.shape[:3], dtype=torch.float32)
+    cpu_attention._run("forward", [q, k, v, z, lse], q.shape)
+    s = (q.double() @ k.double().mT / 32 ** 0.5).detach()
+    want = s.masked_fill(torch.ones(45, 45, dtype=torch.bool).triu(1), float("-inf")).logsumexp(-1)
+    torch.testing.assert_close(lse.double(), want, rtol=2e-6, atol=2e-7 * float(s.abs().max()))
+
+
 def test_narrow_heads_on_avx2(monkeypatch):
     if "avx2" not in ISAS:
         pytest.skip("no AVX2 here")

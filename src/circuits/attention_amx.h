@@ -129,6 +129,9 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
                 if (two) _tile_stored(1, S + n0 + 16, 4 * Tp);
             }
             amx_prefetch_next(in, 3, st, bh, bh1, H, i0, E);
+            float mx[16], sum[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, inv[16];
+            for (int r = 0; r < nr; r++) mx[r] = SUFFIX(softmax_row)(S + (size_t)r * Tp, i0 + r, i0 + 16, scale, 0.0f, sum + r);
+            SUFFIX(lse_rows)(mx, sum, nr, lse + bh * T + i0, inv);
             for (int r = 0; r < 16; r++) {  /* P = hi + lo, both bf16: O as exact as fp32 P would make it */
                 uint16_t *p = Pb + (size_t)r * Tp, *pl = Pl + (size_t)r * Tp;
                 if (r >= nr) {
@@ -136,10 +139,9 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
                     memset(pl, 0, 2 * (size_t)Jd);
                     continue;
                 }
-                float inv, *s = S + (size_t)r * Tp;
-                lse[bh * T + i0 + r] = SUFFIX(softmax_row)(s, i0 + r, i0 + 16, scale, 0.0f, &inv);
+                const float *s = S + (size_t)r * Tp;
                 for (int j = 0; j < i0 + 16; j += 16) {
-                    vf x = LD(s + j) * inv;
+                    vf x = LD(s + j) * inv[r];
                     __m256i hi = (__m256i)_mm512_cvtneps_pbh(x);
                     _mm256_storeu_si256((__m256i *)(p + j), hi);
                     _mm256_storeu_si256((__m256i *)(pl + j),

@@ -46,8 +46,10 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
             PREFETCH_NEXT(k, 1);
             PREFETCH_NEXT(v, 2);
             SUFFIX(rows_dot)(Qc + i0 * E, E, nr, Kt, Tp, Jd, E, S, Tp);
-            for (int r = 0; r < nr; r++)
-                L[i0 + r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, 0.0f, inv + r);
+            float mx[ROUND_UP(R, VW)] = {0}, sum[ROUND_UP(R, VW)];
+            for (int r = 0; r < ROUND_UP(R, VW); r++) sum[r] = 1.0f;
+            for (int r = 0; r < nr; r++) mx[r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, 0.0f, sum + r);
+            SUFFIX(lse_rows)(mx, sum, nr, L + i0, inv);
             SUFFIX(rows_times)(S, Tp, nr, Vc, J, E, Oc + i0 * E, E, inv);
         }
         STORE_SLICE(Oc, o, 3);

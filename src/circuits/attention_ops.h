@@ -253,25 +253,60 @@ INLINE vf SUFFIX(all_sum)(vf x) {
 }
 
 /* Row r of S (query i, keys 0..i; Jp a multiple of VW past i): in place, P = exp(scale S - lse);
- * entries past i become 0 (set to -inf first: vexp flushes them). inv not NULL means "forward": lse is
- * computed (the lse given is ignored) and returned, P left unnormalised (exp(scale S - scale max S)) and
- * 1/sum stored in *inv. In the backward (inv NULL) a NaN lse, from a forward that met NaN, gives NaN. */
-INLINE float SUFFIX(softmax_row)(float *s, int i, int Jp, float scale, float lse, float *inv) {
+ * entries past i become 0 (set to -inf first: vexp flushes them). sum not NULL means "forward": P is left
+ * unnormalised (exp(scale S - scale max S)), its row sum stored in *sum, and scale max S returned (the lse
+ * given is ignored; ``lse_rows`` then makes a block's lse and 1/sum in vectors: a call to logf a row, which
+ * clobbers every vector register, cost the forward's constants a reload a row). In the backward (sum NULL)
+ * a NaN lse, from a forward that met NaN, gives NaN. */
+INLINE float SUFFIX(softmax_row)(float *s, int i, int Jp, float scale, float lse, float *sum) {
     for (int j = i + 1; j < Jp; j++) s[j] = -INFINITY;
-    if (inv) {
+    if (sum) {
         vf mv = LD(s);
         for (int j = VW; j < Jp; j += VW) mv = SUFFIX(vmax)(mv, LD(s + j));
         lse = scale * SUFFIX(all_max)(mv)[0];
-        vf sum = {0};
+        vf acc = {0};
         for (int j = 0; j < Jp; j += VW) {
             vf p = SUFFIX(vexp)(LD(s + j) * scale - lse);
             ST(s + j, p);
-            sum += p;
+            acc += p;
         }
-        float l = SUFFIX(all_sum)(sum)[0];
-        *inv = 1.0f / l;  /* P = s / l: the caller scales the rows of P V instead of P */
-        return lse + logf(l);
+        *sum = SUFFIX(all_sum)(acc)[0];
+        return lse;
     }
     for (int j = 0; j < Jp; j += VW) ST(s + j, SUFFIX(vexp)(LD(s + j) * scale - lse));
     return lse;
+}
+
+/* log(x) for x > 0 (Cephes logf: x = 2^e m, m in [sqrt(1/2), sqrt(2)), a degree-8 polynomial in m - 1;
+ * within 2 ulp of glibc's logf); NaN stays NaN, +inf gives +inf */
+INLINE vf SUFFIX(vlog)(vf x) {
+    vi xi = (vi)x;
+    vi e = ((xi >> 23) & 0xff) - 126;
+    vf m = (vf)((xi & 0x007fffff) | 0x3f000000);  /* [1/2, 1) */
+    vi small = m < BC(0.707106781186547524f);
+    e -= small & 1;
+    vf f = (vf)((small & (vi)(m + m)) | (~small & (vi)m)) - 1.0f;
+    vf z = f * f, p = BC(7.0376836292e-2f);
+    p = p * f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    vf ef = __builtin_convertvector(e, vf);
+    vf y = p * f * z + ef * -2.12194440e-4f - 0.5f * z;
+    y = f + y + ef * 0.693359375f;
+    vi special = (vi)(x != x) | (xi == 0x7f800000);  /* NaN, +inf: as they are */
+    return (vf)((special & xi) | (~special & (vi)y));
+}
+
+/* a block's n rows: lse = scale max + log(sum), inv = 1 / sum, from softmax_row's outputs in max and sum, each
+ * ROUND_UP(n, VW) long (entries past n: any positive sum) */
+INLINE void SUFFIX(lse_rows)(const float *max, const float *sum, int n, float *lse, float *inv) {
+    for (int r = 0; r < n; r += VW) {
+        vf l = LD(sum + r), out = LD(max + r) + SUFFIX(vlog)(l), iv = 1.0f / l;
+        for (int k = 0; k < VW && r + k < n; k++) lse[r + k] = out[k], inv[r + k] = iv[k];
+    }
 }
