@@ -259,7 +259,11 @@ INLINE vf SUFFIX(all_sum)(vf x) {
  * clobbers every vector register, cost the forward's constants a reload a row). In the backward (sum NULL)
  * a NaN lse, from a forward that met NaN, gives NaN. */
 INLINE float SUFFIX(softmax_row)(float *s, int i, int Jp, float scale, float lse, float *sum) {
-    for (int j = i + 1; j < Jp; j++) s[j] = -INFINITY;
+    /* keys past i: in the last vector for every caller (the loop covers any other); one blend, where scalar
+     * stores left the next vector load of the row waiting for them */
+    for (int j = i + 1; j < Jp - VW; j++) s[j] = -INFINITY;
+    vi past = LANES(LANE_XOR, 0) + (Jp - VW) > i;
+    ST(s + Jp - VW, (vf)((past & (vi)BC(-INFINITY)) | (~past & (vi)LD(s + Jp - VW))));
     if (sum) {
         vf mv = LD(s);
         for (int j = VW; j < Jp; j += VW) mv = SUFFIX(vmax)(mv, LD(s + j));
