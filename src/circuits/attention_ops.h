@@ -19,10 +19,16 @@ typedef uint16_t vh __attribute__((vector_size(VW * 2), aligned(2)));
 #define INLINE static inline __attribute__((always_inline))
 #define ROUND_UP(x, m) (((x) + (m) - 1) / (m) * (m))
 
-/* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial; about 1 ulp) */
+/* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial; about 1 ulp); below -87
+ * (and -inf): 0; NaN stays NaN */
 INLINE vf SUFFIX(vexp)(vf x) {
+#if VW == 16  /* p 2^n in one vscalefps, the small lanes zeroed by its mask: 4 instructions fewer, the same bits */
+    __mmask16 keep = _mm512_cmp_ps_mask((__m512)x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+    x = (vf)_mm512_max_ps(_mm512_set1_ps(-87.0f), (__m512)x);  /* NaN passes (max returns its second operand) */
+#else
     vi small = x < BC(-87.0f);
     x = (vf)((small & (vi)BC(-87.0f)) | (~small & (vi)x));
+#endif
     vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
     vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
     vf p = BC(1.9875691500e-4f);
@@ -32,8 +38,12 @@ INLINE vf SUFFIX(vexp)(vf x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+#if VW == 16
+    return (vf)_mm512_maskz_scalef_ps(keep, (__m512)p, (__m512)n);
+#else
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)((vi)(p * (vf)e) & ~small);  /* below -87: 0 */
+    return (vf)((vi)(p * (vf)e) & ~small);
+#endif
 }
 
 INLINE void SUFFIX(rows_dot)(const float *A, int64_t lda, int nr, const float *Bt, int ldb, int J, int E,
