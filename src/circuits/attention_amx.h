@@ -56,12 +56,18 @@ static void amx_pairs(const uint16_t *Y, int Tp, int E, uint32_t *out) {
         }
 }
 
-/* A operand of K^T X: K [Tp, E] bf16 transposed to [E, Tp] bf16 (through fp32: exact), tmp [2 Tp E] floats */
-static void amx_transpose16(const uint16_t *K, int Tp, int E, float *tmp, uint16_t *out) {
-    uint32_t *wide = (uint32_t *)tmp;
-    for (size_t i = 0; i < (size_t)Tp * E; i++) wide[i] = (uint32_t)K[i] << 16;
-    SUFFIX(transpose)(tmp, Tp, Tp, E, tmp + (size_t)Tp * E);
-    for (size_t i = 0; i < (size_t)Tp * E; i++) out[i] = (uint16_t)(((uint32_t *)tmp)[(size_t)Tp * E + i] >> 16);
+/* A operand of K^T X: K [Tp, E] bf16 transposed to [E, Tp] bf16: its 32-bit words (pairs of columns) transposed,
+ * then each row of words split into the rows of its two columns (widening to fp32, a transpose of twice the
+ * size and narrowing back took three times as long); tmp [Tp E / 2] words */
+static void amx_transpose16(const uint16_t *K, int Tp, int E, uint32_t *tmp, uint16_t *out) {
+    amx_words_t(K, Tp, E, tmp);  /* tmp[p][j] = K[j][2p] | K[j][2p + 1] << 16 */
+    for (int p = 0; p < E / 2; p++)
+        for (int j = 0; j < Tp; j += 16) {
+            __m512i w = _mm512_loadu_si512(tmp + (size_t)p * Tp + j);
+            _mm256_storeu_si256((__m256i *)(out + (size_t)(2 * p) * Tp + j), _mm512_cvtepi32_epi16(w));
+            _mm256_storeu_si256((__m256i *)(out + (size_t)(2 * p + 1) * Tp + j),
+                                _mm512_cvtepi32_epi16(_mm512_srli_epi32(w, 16)));
+        }
 }
 
 /* C[c0] += (A_hi + A_lo) B0 and C[c1] += (A_hi + A_lo) B1 on tiles 4-7: a product whose A is split into two

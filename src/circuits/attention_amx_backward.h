@@ -142,7 +142,7 @@ INLINE int amx_backward_e(const void *q, const void *k, const void *v, const voi
         amx_words_t(dOb, Tp, E, dOt);
         amx_pairs(Qb, Tp, E, Qv);
         amx_pairs(dOb, Tp, E, dOv);
-        amx_transpose16(Kb, Tp, E, tmp, Kt16);
+        amx_transpose16(Kb, Tp, E, (uint32_t *)tmp, Kt16);
         const uint16_t *O = AMX_SLICE(o, 3, b, h);
         for (int i = 0; i < Tp; i++) {
             vf acc = {0};
