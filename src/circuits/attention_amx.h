@@ -108,6 +108,8 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
     uint32_t *Kt = (uint32_t *)(Pl + 16 * (size_t)Tp), *Vv = Kt + (size_t)Tp * E / 2;
     float *S = (float *)(Vv + (size_t)Tp * E / 2), *Ob = S + 16 * (size_t)Tp;
     const void *in[3] = {q, k, v};
+    /* a block's row maxima and sums for lse_rows; rows past the end keep a positive sum */
+    float mx[16] = {0}, sum[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, inv[16];
     amx_configure();
     for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
@@ -135,7 +137,6 @@ INLINE int amx_forward_e(const void *q, const void *k, const void *v, void *o, f
                 if (two) _tile_stored(1, S + n0 + 16, 4 * Tp);
             }
             amx_prefetch_next(in, 3, st, bh, bh1, H, i0, E);
-            float mx[16], sum[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, inv[16];
             for (int r = 0; r < nr; r++) mx[r] = SUFFIX(softmax_row)(S + (size_t)r * Tp, i0 + r, i0 + 16, scale, 0.0f, sum + r);
             SUFFIX(lse_rows)(mx, sum, nr, lse + bh * T + i0, inv);
             for (int r = 0; r < 16; r++) {  /* P = hi + lo, both bf16: O as exact as fp32 P would make it */

@@ -31,7 +31,8 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
     float *Kt = malloc(sizeof(float) * ((size_t)E * Tp + (size_t)R * Tp + 4 * (size_t)T * E));
     if (!Kt) return -2;
     float *S = Kt + (size_t)E * Tp, *Qc = S + (size_t)R * Tp, *Kc = Qc + (size_t)T * E, *Vc = Kc + (size_t)T * E;
-    float *Oc = Vc + (size_t)T * E, inv[R];
+    float *Oc = Vc + (size_t)T * E, inv[R], mx[ROUND_UP(R, VW)] = {0}, sum[ROUND_UP(R, VW)];
+    for (int r = 0; r < ROUND_UP(R, VW); r++) sum[r] = 1.0f;  /* rows past a block's end keep a positive sum */
     for (int64_t bh = bh0; bh < bh1; bh++) {
         int64_t b = bh / H, h = bh % H;
         float *L = lse + bh * T;
@@ -46,8 +47,6 @@ INLINE int SUFFIX(forward_e)(const void *q, const void *k, const void *v, void *
             PREFETCH_NEXT(k, 1);
             PREFETCH_NEXT(v, 2);
             SUFFIX(rows_dot)(Qc + i0 * E, E, nr, Kt, Tp, Jd, E, S, Tp);
-            float mx[ROUND_UP(R, VW)] = {0}, sum[ROUND_UP(R, VW)];
-            for (int r = 0; r < ROUND_UP(R, VW); r++) sum[r] = 1.0f;
             for (int r = 0; r < nr; r++) mx[r] = SUFFIX(softmax_row)(S + r * Tp, i0 + r, Jp, scale, 0.0f, sum + r);
             SUFFIX(lse_rows)(mx, sum, nr, L + i0, inv);
             SUFFIX(rows_times)(S, Tp, nr, Vc, J, E, Oc + i0 * E, E, inv);

@@ -110,14 +110,12 @@ def sinusoidal_positions(n_ctx: int, d_model: int, rms: float) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """A residual block: x + Attn(x). Named ``blocks.{l}.attn`` as in TransformerLens."""
+    """A residual block's attention, named ``blocks.{l}.attn`` as in TransformerLens. The model's forward adds
+    its output to the residual stream (``residual.read``, fused with the next block's reads)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attn = Attention(cfg)
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return x + self.attn(x, pos)
 
 
 class Embed(nn.Module):

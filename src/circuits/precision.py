@@ -40,3 +40,10 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
             raise ValueError(f"${CPU_BF16_ENV} must be 0 or 1, got {forced!r}")
         return forced == "1"
     return _cpu_bf16_detected()
+
+
+def autocast_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype matmuls get on ``device_type``: autocast's where it is on, else ``dtype`` (the inputs')."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return dtype

@@ -21,13 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import cpu_attention
-
-
-def _dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype autocast gives matmuls on x's device, else x's."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
+from .precision import autocast_dtype
 
 
 def _kernel_runs(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -73,8 +67,7 @@ class _Read(torch.autograd.Function):
         gx = grads.pop(0) if ctx.kept[0] else None
         ga = grads.pop(0)
         gc = grads.pop(0) if ctx.kept[1] else None
-        gx, ga = (None if g is None else g.contiguous() for g in (gx, ga))
-        gc = None if gc is None else gc.to(torch.bfloat16).contiguous()
+        gx, ga, gc = (None if g is None else g.contiguous() for g in (gx, ga, gc))
         dx = torch.empty(b, n, d, dtype=torch.float32)
         # out's gradient equals dx: a copy only where out is bf16
         dout = torch.empty(b, n, d, dtype=torch.bfloat16) if ctx.out_dtype == torch.bfloat16 else None
@@ -89,7 +82,7 @@ class _Read(torch.autograd.Function):
 def read(x_prev: torch.Tensor, out: torch.Tensor | None, pos: torch.Tensor) -> tuple:
     """(x, a, c): the residual stream x = x_prev + out (x_prev where ``out`` is None) [batch, pos, d_model],
     the queries' and keys' input a = x + pos and the values' input c = x, both in autocast's dtype."""
-    dtype = _dtype(x_prev)
+    dtype = autocast_dtype(x_prev.device.type, x_prev.dtype)
     if not _kernel_runs(x_prev, out, dtype) or pos.shape != x_prev.shape[1:]:
         x = x_prev if out is None else x_prev + out
         return x, (x + pos).to(dtype), x.to(dtype)
@@ -101,7 +94,7 @@ def read(x_prev: torch.Tensor, out: torch.Tensor | None, pos: torch.Tensor) -> t
 
 def final(x_prev: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     """The residual stream after the last layer, x_prev + out, in autocast's dtype (the unembedding's input)."""
-    dtype = _dtype(x_prev)
+    dtype = autocast_dtype(x_prev.device.type, x_prev.dtype)
     if out is None:
         return x_prev
     if not _kernel_runs(x_prev, out, dtype):

@@ -20,6 +20,7 @@ import functools
 import torch
 
 from . import cpu_xent
+from .precision import autocast_dtype
 
 # rows per chunk. CPU in fp32: 512 x 8192 fp32 logits = 16 MB (8 MB at the cpu preset's 4096), cache-friendly
 # (128-768 measured equal on 2 cores at 8192). CPU in bf16 (the C cross-entropy): 2048 x 4096 bf16 = 16 MB; the
@@ -36,13 +37,6 @@ def default_chunk_rows(device_type: str, dtype: torch.dtype) -> int:
     if device_type == "cpu" and dtype == torch.bfloat16:
         return CPU_BF16_CHUNK_ROWS
     return CHUNK_ROWS.get(device_type, GPU_CHUNK_ROWS)
-
-
-def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
-    """The dtype autocast would give the matmuls here (bf16 under autocast, else the input's)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return dtype
 
 
 def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +167,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, W_U: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None,
                 need_grad: bool):
         # x [N, d_model], W_U [d_model, d_vocab], targets [N]; without need_grad only the loss is computed
-        dtype = _compute_dtype(x.device.type, x.dtype)
+        dtype = autocast_dtype(x.device.type, x.dtype)
         chunk_rows = chunk_rows or default_chunk_rows(x.device.type, dtype)
         n = x.shape[0]
         compiled = _chunk_fn(x.device.type) if need_grad else None
