@@ -53,17 +53,16 @@ int SUFFIX(residual_backward)(const float *gx, const void *ga, int ga_bf16, cons
     #pragma omp parallel
     {
         RESIDUAL_POSITIONS(n);
-        float *t = malloc(4 * (size_t)d), *g = malloc(4 * (size_t)d), *sums = calloc((size_t)(p1 - p0) * d + 1, 4);
-        int ok = t && g && sums;
+        float *t = malloc(4 * (size_t)d), *sums = calloc((size_t)(p1 - p0) * d + 1, 4);
+        int ok = t && sums;
         for (int64_t b0 = 0; ok && b0 < N; b0 += n)
             for (int64_t p = p0, i = b0 + p0; p < p1; p++, i++) {
                 float *sum = sums + (p - p0) * d;
                 if (gx) SUFFIX(row_widen)(t, gx + i * d, 0, d, 0);
                 else memset(t, 0, 4 * (size_t)d);
-                if (ga) {
-                    SUFFIX(row_widen)(g, (const char *)ga + i * d * ga_size, ga_bf16, d, 0);
-                    SUFFIX(row_widen)(t, g, 0, d, 1);
-                    SUFFIX(row_widen)(sum, g, 0, d, 1);
+                if (ga) {  /* the second read of the row hits L1 */
+                    SUFFIX(row_widen)(t, (const char *)ga + i * d * ga_size, ga_bf16, d, 1);
+                    SUFFIX(row_widen)(sum, (const char *)ga + i * d * ga_size, ga_bf16, d, 1);
                 }
                 if (gc) SUFFIX(row_widen)(t, gc + i * d, 1, d, 1);
                 SUFFIX(store_rows)(t, 1, (int)d, dx + i * d, 0, d, 1.0f);
@@ -75,7 +74,6 @@ int SUFFIX(residual_backward)(const float *gx, const void *ga, int ga_bf16, cons
             err = -2;
         }
         free(t);
-        free(g);
         free(sums);
     }
     return err;

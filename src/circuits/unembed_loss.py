@@ -131,34 +131,25 @@ def _chunks_eager(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: bool) 
     return total
 
 
-# chunks whose bf16 gradients are kept for one product into W_U's fp32 gradient. With 512-row chunks 4 were the
-# best (2,048 rows: 16 MB of bf16 at d_vocab 4,096); with the 2,048-row chunks since, 1 (2 took 0.170 s a step
-# against 0.168, in turns)
-GROUP_CHUNKS = 1
-
-
 def _chunks_bf16_kernel(xc, wc, targets, chunk_rows, grad_x, grad_w, need_grad: bool) -> torch.Tensor:
-    """bf16 with the C cross-entropy: the kernel writes each chunk's gradient over its logits in bf16, and
-    ``GROUP_CHUNKS`` chunks of them make one product into dL/dW_U, which goes to fp32 once a group instead
-    of once a chunk (each widening is a pass over W_U's size: 17 of them took 11 ms of a 0.2 s step on a
-    2-core Xeon). The sum over a group's rows runs in fp32 inside the matmul, so it is rounded to bf16 fewer
-    times than before, not more. All logits land in one reused buffer (no page faults)."""
+    """bf16 with the C cross-entropy: the kernel writes each chunk's gradient over its logits in bf16, and each
+    chunk makes one product into dL/dW_U, widened to fp32 and added in one pass (``cpu_xent.accumulate``). With
+    512-row chunks, four kept for one product were the fastest (each widening is a pass over W_U's size: 17 of
+    them took 11 ms of a 0.2 s step on a 2-core Xeon); with 2,048-row chunks one each is (two: 0.170 s a step
+    against 0.168, in turns). The sum over a chunk's rows runs in fp32 inside the matmul. All logits land in one
+    reused buffer (no page faults)."""
     n, total = xc.shape[0], torch.zeros((), dtype=torch.float64, device=xc.device)
-    group = GROUP_CHUNKS * chunk_rows
-    buf = torch.empty(min(group, n), wc.shape[1], dtype=xc.dtype, device=xc.device)
+    buf = torch.empty(min(chunk_rows, n), wc.shape[1], dtype=xc.dtype, device=xc.device)
     # x^T laid out row-major: oneDNN multiplies a row-major A 1.5x faster than a transposed view on AMX
     # (1.48 against 0.98 TFLOP/s for [256, 2048] @ [2048, 4096]); the copy costs one pass over x
     xt = xc.T.contiguous() if need_grad else None
-    for g in range(0, n, group):
-        end = min(n, g + group)
-        for i in range(g, end, chunk_rows):
-            rows = slice(i, min(i + chunk_rows, end))
-            logits = torch.mm(xc[rows], wc, out=buf[i - g: rows.stop - g])
-            total += cpu_xent.cross_entropy_rows(logits, targets[rows, None], 1.0 / n, need_grad).double().sum()
-            if need_grad:  # logits now hold their gradient
-                torch.mm(logits, wc.T, out=grad_x[rows])
-        if need_grad:  # widened and added in one pass
-            cpu_xent.accumulate(grad_w, xt[:, g:end] @ buf[: end - g])
+    for i in range(0, n, chunk_rows):
+        rows = slice(i, min(i + chunk_rows, n))
+        logits = torch.mm(xc[rows], wc, out=buf[: rows.stop - i])
+        total += cpu_xent.cross_entropy_rows(logits, targets[rows, None], 1.0 / n, need_grad).double().sum()
+        if need_grad:  # logits now hold their gradient
+            torch.mm(logits, wc.T, out=grad_x[rows])
+            cpu_xent.accumulate(grad_w, xt[:, rows] @ logits)
     return total
 
 
