@@ -17,6 +17,7 @@ Needs transformer-lens 3.x (requirements-dev.txt). ``--device cuda`` measures th
 
     python benchmarks/train_throughput.py [--preset cpu] [--layers 2] [--steps 4] [--repeats 3]
     python benchmarks/train_throughput.py --device cuda --preset paper --steps 20
+    python benchmarks/train_throughput.py --set d_model=512 n_heads=16     # another shape
 
 Last line: ratio_vs_transformerlens=<x> ratio_same_precision=<y> mfu=<z>
 """
@@ -30,7 +31,7 @@ import time
 
 import torch
 
-from circuits.config import ModelConfig, get_preset
+from circuits.config import ModelConfig, get_preset, override
 from circuits import cpu_attention, unembed_loss
 from circuits.cpu_memory import keep_freed_memory
 from circuits.model import AttnOnlyTransformer
@@ -142,13 +143,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="the preset's shape changed as in scripts/induction_run.py (d_model=512 n_heads=16, ...)")
     parser.add_argument("--eager-loss", action="store_true",
                         help="the fused loss's per-chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")
     args = parser.parse_args()
     if args.eager_loss:
         unembed_loss.COMPILED_ON = ()
     device = torch.device(args.device)
-    preset = get_preset(args.preset)
+    try:
+        preset = override(get_preset(args.preset), args.set)
+    except ValueError as err:
+        parser.error(str(err))
     cfg, train_cfg = preset.model_config(args.layers), preset.train_config(args.layers)
     precision = effective_precision(device, train_cfg.precision)
     torch.manual_seed(0)

@@ -33,8 +33,16 @@ def test_cpu_attention_benchmark_times_our_kernel():
 def test_train_throughput_benchmark_runs():
     pytest.importorskip("transformer_lens")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--preset", "smoke",
-                          "--steps", "1", "--repeats", "2"], capture_output=True, text=True, check=True).stdout
+                          "--steps", "1", "--repeats", "2", "--set", "d_model=48"],
+                         capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
+    assert "d_model=48," in lines[0]  # --set changes the timed shape
     peak = next(line for line in lines if " matmul peak: " in line)
     assert "(best of 3 timings: " in peak  # one before the contenders, then one a repeat in turn with them
     assert re.fullmatch(r"ratio_vs_transformerlens=\d+\.\d\d ratio_same_precision=\d+\.\d\d mfu=\d+\.\d\d", lines[-1])
+
+
+def test_train_throughput_benchmark_names_a_bad_override():
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--set", "d_modle=48"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "unknown override key 'd_modle'" in run.stderr
