@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 8 -m circuits.cli train --preset paper --layers 2
     python -m circuits.cli publish --preset cpu --layers 0 1 2 --snapshots 4
 
-The published cpu models (README, trial 18) were published with
+The published cpu models (README, trial 33) were trained with ``train --preset cpu --layers 2 1 0`` and published with
 
     python -m circuits.cli publish --preset cpu --layers 0 --snapshots 0
     python -m circuits.cli publish --preset cpu --layers 1 --snapshot-steps 192 772 1953
