@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from circuits.config import ModelConfig, get_preset, override
+from circuits.config import ModelConfig, add_overrides_argument, preset_from_args
 from circuits import cpu_attention, unembed_loss
 from circuits.cpu_memory import keep_freed_memory
 from circuits.model import AttnOnlyTransformer
@@ -143,18 +143,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="the preset's shape changed as in scripts/induction_run.py (d_model=512 n_heads=16, ...)")
+    add_overrides_argument(parser)
     parser.add_argument("--eager-loss", action="store_true",
                         help="the fused loss's per-chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")
     args = parser.parse_args()
     if args.eager_loss:
         unembed_loss.COMPILED_ON = ()
     device = torch.device(args.device)
-    try:
-        preset = override(get_preset(args.preset), args.set)
-    except ValueError as err:
-        parser.error(str(err))
+    preset = preset_from_args(parser, args)
     cfg, train_cfg = preset.model_config(args.layers), preset.train_config(args.layers)
     precision = effective_precision(device, train_cfg.precision)
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from circuits import unembed_loss
-from circuits.config import get_preset, override
+from circuits.config import add_overrides_argument, preset_from_args
 from circuits.runs import tokenizer_meta
 from circuits.tokens import TOKENS_DIR, load_tokens
 from circuits.train import train
@@ -26,14 +26,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--stop-at-step", type=int, default=None)
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="trial overrides of the preset: d_model=128, train.lr=1e-2, total_tokens.2=20e6, ...")
+    add_overrides_argument(ap)
     ap.add_argument("--eager-loss", action="store_true",
                     help="the fused loss's chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")
     args = ap.parse_args()
     if args.eager_loss:
         unembed_loss.COMPILED_ON = ()
-    preset = override(get_preset(args.preset), args.set)
+    preset = preset_from_args(ap, args)
     directory = TOKENS_DIR / f"{preset.data.corpus}-{preset.data.tokenizer}"
     tokens = {split: load_tokens(directory, split) for split in ("train", "validation")}
     train(preset.model_config(args.layers), preset.train_config(args.layers), tokens, args.run_dir,

@@ -223,6 +223,20 @@ def override(preset: Preset, assignments: list[str]) -> Preset:
     return dataclasses.replace(top, total_tokens=totals, **parts)
 
 
+def add_overrides_argument(parser) -> None:
+    """The ``--set KEY=VALUE ...`` option of the trial and benchmark scripts (keys as in ``override``)."""
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of the preset: d_model=128, n_heads=16, train.lr=1e-2, total_tokens.2=20e6, ...")
+
+
+def preset_from_args(parser, args) -> Preset:
+    """``args.preset`` with the ``--set`` overrides; a bad assignment is a usage error that names it."""
+    try:
+        return override(get_preset(args.preset), args.set)
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def _field_types(obj) -> dict[str, str]:
     """A config dataclass's field names and their declared types, as text."""
     return {f.name: str(f.type) for f in dataclasses.fields(obj)}
