@@ -6,7 +6,8 @@ import torch
 from circuits import cpu_xent
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer, loss_fn
-from circuits.unembed_loss import unembed_cross_entropy
+from circuits import unembed_loss
+from circuits.unembed_loss import default_chunk_rows, unembed_cross_entropy
 
 ROUTES = ["torch"] + (["kernel"] if cpu_xent.available() else [])
 
@@ -40,6 +41,29 @@ def test_fused_loss_and_gradients_match_reference_fp32(chunk_rows):
     assert l1 == pytest.approx(l0, rel=1e-6)
     torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gw1, gw0, rtol=1e-5, atol=1e-6)
+
+
+def test_default_cpu_chunks_hold_16_mb_of_logits():
+    assert default_chunk_rows("cpu", torch.bfloat16, 4096) == 2048
+    assert default_chunk_rows("cpu", torch.float32, 4096) == 1024
+    assert default_chunk_rows("cpu", torch.float32, 8192) == 512
+    assert default_chunk_rows("cpu", torch.float32, 1 << 30) == 1  # never zero rows
+
+
+def test_default_chunks_split_the_rows(monkeypatch):
+    # 600 bytes of fp32 logits over 50 tokens: chunks of 3 rows, the last of 21 rows whole
+    monkeypatch.setattr(unembed_loss, "CPU_CHUNK_BYTES", 600)
+    calls, mm = [], torch.mm
+
+    def spy(a, b, **kw):  # the chunk loop's products: their row counts are the chunks'
+        calls.append(a.shape[0])
+        return mm(a, b, **kw)
+    monkeypatch.setattr(torch, "mm", spy)
+    (l0, gx0, gw0), (l1, gx1, gw1) = _reference_and_fused(None, autocast=False)
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw1, gw0, rtol=1e-5, atol=1e-6)
+    assert 3 in calls and max(calls) == 3
 
 
 def test_fused_loss_under_bf16_autocast_is_close_and_keeps_dtypes():
