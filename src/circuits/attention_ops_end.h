@@ -7,6 +7,7 @@
 #undef LD
 #undef ST
 #undef BC
+#undef BC8
 #undef INLINE
 #undef ROUND_UP
 #undef LANES8
