@@ -43,16 +43,20 @@ def test_fused_loss_and_gradients_match_reference_fp32(chunk_rows):
     torch.testing.assert_close(gw1, gw0, rtol=1e-5, atol=1e-6)
 
 
-def test_default_cpu_chunks_hold_16_mb_of_logits():
+def test_default_cpu_chunks_hold_16_mb_of_logits_above_a_floor():
     assert default_chunk_rows("cpu", torch.bfloat16, 4096) == 2048
     assert default_chunk_rows("cpu", torch.float32, 4096) == 1024
     assert default_chunk_rows("cpu", torch.float32, 8192) == 512
-    assert default_chunk_rows("cpu", torch.float32, 1 << 30) == 1  # never zero rows
+    # GPT-2's vocabulary: the floors, so that W_U's gradient is not accumulated in a hundred passes
+    assert default_chunk_rows("cpu", torch.float32, 50257) == 512
+    assert default_chunk_rows("cpu", torch.bfloat16, 50257) == 2048
+    assert default_chunk_rows("cpu", torch.float16, 1 << 30) == 1  # never zero rows
 
 
 def test_default_chunks_split_the_rows(monkeypatch):
     # 600 bytes of fp32 logits over 50 tokens: chunks of 3 rows, the last of 21 rows whole
     monkeypatch.setattr(unembed_loss, "CPU_CHUNK_BYTES", 600)
+    monkeypatch.setattr(unembed_loss, "CPU_CHUNK_FLOOR", {})
     calls, mm = [], torch.mm
 
     def spy(a, b, **kw):  # the chunk loop's products: their row counts are the chunks'

@@ -26,16 +26,20 @@ from .precision import autocast_dtype
 # 8,192 in fp32. The larger products ran faster than 512-row chunks on both 2-core CPUs measured: on a Xeon with
 # AMX, bf16 2,048 rows (a cpu-preset step 0.168 against 0.175 s, in turns); on an AMD EPYC (Zen 4) held to AVX2,
 # fp32 1,024 rows (about 2 % a step, in turns; the run-to-run spread is about as large). 16 MB stays under the
-# 32 MB that cpu_memory keeps in the heap (a larger buffer would page-fault). GPU: larger chunks keep the kernels
-# busy (4096 x 50257 fp32 = 0.8 GB)
+# 32 MB that cpu_memory keeps in the heap (a larger buffer would page-fault). A floor of rows holds at large
+# vocabularies: each chunk adds its product into W_U's gradient, a pass over [d_model, d_vocab] in fp32, and the
+# faster the products (bf16), the more rows a pass must serve to stay small beside them (at GPT-2's 50,257 tokens
+# 16 MB would be 83 fp32 rows: 99 passes over 154 MB a step). GPU: larger chunks keep the kernels busy
+# (4096 x 50257 fp32 = 0.8 GB)
 CPU_CHUNK_BYTES = 16 << 20
+CPU_CHUNK_FLOOR = {torch.float32: 512, torch.bfloat16: 2048}
 GPU_CHUNK_ROWS = 4096
 
 
 def default_chunk_rows(device_type: str, dtype: torch.dtype, d_vocab: int) -> int:
     """Rows per chunk of [rows, d_vocab] logits in ``dtype`` on ``device_type``, where the caller names none."""
     if device_type == "cpu":
-        return max(1, CPU_CHUNK_BYTES // (d_vocab * dtype.itemsize))
+        return max(CPU_CHUNK_FLOOR.get(dtype, 1), CPU_CHUNK_BYTES // (d_vocab * dtype.itemsize))
     return GPU_CHUNK_ROWS
 
 
@@ -187,7 +191,7 @@ def unembed_cross_entropy(resid: torch.Tensor, W_U: torch.Tensor, targets: torch
     """Mean next-token cross-entropy of ``resid @ W_U`` (nats), gradients computed in row chunks.
 
     resid [batch, pos, d_model], W_U [d_model, d_vocab], targets [batch, pos] -> scalar; ``chunk_rows`` rows of
-    logits at a time (default: ``default_chunk_rows``: 16 MB of logits on CPUs).
+    logits at a time (default: ``default_chunk_rows``: on CPUs 16 MB of logits, or a floor of rows).
     Equal to ``loss_fn(resid @ W_U, targets)``; use it when the loss is all you need (training).
     """
     if resid.shape[:-1] != targets.shape:
