@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from circuits import cpu_xent
+from circuits import cpu_xent, unembed_loss
 from circuits.config import ModelConfig
 from circuits.model import AttnOnlyTransformer, loss_fn
-from circuits import unembed_loss
 from circuits.unembed_loss import default_chunk_rows, unembed_cross_entropy
 
 ROUTES = ["torch"] + (["kernel"] if cpu_xent.available() else [])
@@ -54,7 +53,7 @@ def test_default_cpu_chunks_hold_16_mb_of_logits_above_a_floor():
 
 
 def test_default_chunks_split_the_rows(monkeypatch):
-    # 600 bytes of fp32 logits over 50 tokens: chunks of 3 rows, the last of 21 rows whole
+    # 600 bytes of fp32 logits over 50 tokens, no floor: the 21 rows in 7 chunks of 3
     monkeypatch.setattr(unembed_loss, "CPU_CHUNK_BYTES", 600)
     monkeypatch.setattr(unembed_loss, "CPU_CHUNK_FLOOR", {})
     calls, mm = [], torch.mm
