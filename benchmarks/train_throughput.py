@@ -69,9 +69,10 @@ def spread(rates: list[float]) -> str:
 def ceiling_line(cfg: ModelConfig, peak: float, tl_rates: list[float]) -> str:
     """Our tokens/s if the whole step ran at the matmul peak, and that as a multiple of TransformerLens's
     fastest repeat: the most any kernel could make the ratio read in this run."""
-    top = peak / computed_flops_per_token(cfg)
+    flops = computed_flops_per_token(cfg)
+    top = peak / flops
     return (f"ceiling: ours at the whole peak would train {top:,.0f} tokens/s "
-            f"({computed_flops_per_token(cfg) / 1e6:.1f} M FLOPs computed a token), "
+            f"({flops / 1e6:.1f} M FLOPs computed a token), "
             f"{top / max(tl_rates):.2f}x TransformerLens fp32's fastest repeat")
 
 
@@ -216,10 +217,10 @@ def main() -> None:
         print("TransformerLens is not installed here: no ratios")
         print(f"ratio_vs_transformerlens=n/a ratio_same_precision=n/a mfu={mfu:.2f}")
         return
-    tl_fp32, tl_same = rates["tl_fp32"], rates.get("tl_bf16", rates["tl_fp32"])
+    same = "tl_bf16" if "tl_bf16" in rates else "tl_fp32"  # TransformerLens in our precision
+    tl_fp32, tl_same = rates["tl_fp32"], rates[same]
     print(f"TransformerLens fp32 (default):    {tl_fp32:,.0f} tokens/s ({spread(repeats['tl_fp32'])})")
-    print(f"TransformerLens {precision} (same as ours):  {tl_same:,.0f} tokens/s "
-          f"({spread(repeats.get('tl_bf16', repeats['tl_fp32']))})")
+    print(f"TransformerLens {precision} (same as ours):  {tl_same:,.0f} tokens/s ({spread(repeats[same])})")
     print(ceiling_line(cfg, peak, repeats["tl_fp32"]))
     if device.type == "cpu" and not args.heap_only:
         print("(glibc maps blocks above 32 MB fresh each time: TransformerLens's larger tensors, such as the cpu "
