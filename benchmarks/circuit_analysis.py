@@ -33,13 +33,13 @@ import time
 
 import torch
 
-from circuits import group_max
-from circuits.circuit_tables import scan_ov_circuit, topk_circuit_entries
-from circuits.circuits import eigen_positivity, ov_circuit, qk_circuit
+from circuits.kernels import group_max
+from circuits.analysis.scan.tables import scan_ov_circuit, topk_circuit_entries
+from circuits.analysis.circuits import eigen_positivity, ov_circuit, qk_circuit
 from circuits.config import ModelConfig
-from circuits.model import AttnOnlyTransformer
-from circuits.skip_trigrams import token_dump
-from circuits.precision import bf16_is_fast
+from circuits.model.transformer import AttnOnlyTransformer
+from circuits.analysis.skip_trigrams import token_dump
+from circuits.kernels.precision import bf16_is_fast
 
 
 def peak_gb(device: torch.device) -> float:

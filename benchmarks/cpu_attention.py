@@ -23,26 +23,27 @@ import time
 import torch
 import torch.nn.functional as F
 
-from circuits import cpu_attention
 from circuits.config import get_preset
-from circuits.precision import bf16_is_fast
+from circuits.kernels import cpu_attention
+from circuits.kernels.precision import bf16_is_fast
 
 
 def layer_inputs(batch: int, heads: int, n: int, e: int, dtype: torch.dtype):
-    """qk [2, b, h, n, e] (views of one [b, n, 2, h, e] tensor), v [b, h, n, e], and an output gradient."""
+    """q, k, v [b, h, n, e] (views of [b, n, h, e] tensors, as the model's projections make them) and an
+    output gradient."""
     g = torch.Generator().manual_seed(0)
-    qk = torch.randn(batch, n, 2, heads, e, generator=g).to(dtype).permute(2, 0, 3, 1, 4)
-    v = torch.randn(batch, n, heads, e, generator=g).to(dtype).transpose(1, 2)
+    q, k, v = (torch.randn(batch, n, heads, e, generator=g).to(dtype).transpose(1, 2).requires_grad_()
+               for _ in range(3))
     dz = torch.randn(batch, heads, n, e, generator=g).to(dtype)
-    return qk.requires_grad_(), v.requires_grad_(), dz
+    return q, k, v, dz
 
 
 def ours(isa: str, inputs):
     def step():
         cpu_attention.isa = lambda: isa  # the instruction set under test (restored by main)
-        qk, v, dz = inputs
-        qk.grad = v.grad = None  # no accumulation into earlier gradients
-        z = cpu_attention.causal_attention_qk(qk, v)
+        q, k, v, dz = inputs
+        q.grad = k.grad = v.grad = None  # no accumulation into earlier gradients
+        z = cpu_attention.causal_attention(q, k, v)
         t = time.perf_counter()
         z.backward(dz)
         return t
@@ -51,9 +52,8 @@ def ours(isa: str, inputs):
 
 def torch_sdpa(inputs):
     def step():
-        qk, v, dz = inputs
-        qk.grad = v.grad = None
-        q, k = qk
+        q, k, v, dz = inputs
+        q.grad = k.grad = v.grad = None
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         t = time.perf_counter()
         z.backward(dz)

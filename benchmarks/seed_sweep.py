@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from circuits.trainlog import EARLY_TOKENS, read_sweep, sweep_label, sweep_summary
+from circuits.train.log import EARLY_TOKENS, read_sweep, sweep_label, sweep_summary
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from circuits.config import get_preset
-from circuits.runs import model_dir
-from circuits.trainlog import eval_rows, first_induction, read_log
+from circuits.model.published import model_dir
+from circuits.train.log import eval_rows, first_induction, read_log
 
 
 def main() -> None:

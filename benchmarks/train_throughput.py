@@ -40,10 +40,11 @@ import time
 import torch
 
 from circuits.config import ModelConfig, add_overrides_argument, preset_from_args
-from circuits import cpu_attention, unembed_loss
-from circuits.cpu_memory import keep_all_in_heap, keep_freed_memory
-from circuits.model import AttnOnlyTransformer
-from circuits.train import effective_precision, make_optimizer, maybe_compile, training_step
+from circuits.kernels import cpu_attention
+from circuits.kernels import unembed_loss
+from circuits.kernels.memory import keep_all_in_heap, keep_freed_memory
+from circuits.model.transformer import AttnOnlyTransformer
+from circuits.train.loop import effective_precision, make_optimizer, maybe_compile, training_step
 
 
 def model_flops_per_token(cfg: ModelConfig) -> float:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuits import unembed_loss
+from circuits.kernels import unembed_loss
 from circuits.config import add_overrides_argument, preset_from_args
-from circuits.runs import tokenizer_meta
-from circuits.tokens import TOKENS_DIR, load_tokens
-from circuits.train import train
+from circuits.model.published import tokenizer_meta
+from circuits.data.tokens import TOKENS_DIR, load_tokens
+from circuits.train.loop import train
 
 
 def main() -> None:

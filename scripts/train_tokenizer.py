@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from circuits.corpus import load_corpus
-from circuits.tokenizer import TOKENIZER_DIR, bpe_name, save_bpe, train_bpe
+from circuits.data.corpus import load_corpus
+from circuits.data.tokenizer import TOKENIZER_DIR, bpe_name, save_bpe, train_bpe
 
 
 def main(vocab_size: int = 4096) -> None:

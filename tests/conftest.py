@@ -13,7 +13,7 @@ import torch
 from circuits.config import ModelConfig, TrainConfig
 
 
-def loss_and_gradients(model, tokens: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _loss_and_gradients(model, tokens: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The training loss of ``model`` on ``tokens`` [batch, n_ctx + 1] (bf16 autocast or not) and every
     parameter's gradient, as a training step computes them."""
     model.zero_grad()
@@ -21,6 +21,11 @@ def loss_and_gradients(model, tokens: torch.Tensor, bf16: bool) -> tuple[torch.T
         loss = model(tokens[:, :-1], tokens[:, 1:])
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.fixture
+def loss_and_gradients():
+    return _loss_and_gradients
 
 
 @pytest.fixture

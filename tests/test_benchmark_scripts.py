@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from circuits import cpu_attention
+from circuits.kernels import cpu_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 

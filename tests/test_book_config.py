@@ -102,7 +102,7 @@ def test_setup_plotly_emits_offline_html():
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from circuits.book import setup_plotly
+    from circuits.viz.book import setup_plotly
 
     old = pio.renderers.default
     try:

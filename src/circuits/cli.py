@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import PRESETS, get_preset
+from circuits.config import PRESETS, get_preset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,16 +25,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="default: $CIRCUITS_PRESET, else cpu (paper where CUDA is present)")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--snapshots", type=int, default=4, help="snapshots to publish per model")
+    parser.add_argument("--snapshots", type=int, default=0, help="snapshots to publish per model")
     parser.add_argument("--snapshot-steps", type=int, nargs="+", default=None,
                         help="publish exactly the snapshots at these steps (instead of --snapshots)")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
 
-    from . import runs
+    from circuits.data.tokens import preset_tokens
+    from circuits.train import runs
 
     if args.command == "tokens":
-        tokens = runs.preset_tokens(preset)
+        tokens = preset_tokens(preset)
         print({k: len(v) for k, v in tokens.items()})
     for n in args.layers if args.command != "tokens" else []:
         if args.command == "train":

@@ -1,0 +1,86 @@
+"""Composition between heads of different layers (paper "Two-layer transformers").
+
+Column-vector matrices throughout (``circuits.circuits``): W_OV^{h1} of an earlier head h1,
+W_QK^{h2} and W_OV^{h2} of a later head h2, all d_model x d_model. In the order of the paper's
+errata:
+
+    Q: ||W_QK^{h2 ᵀ} W_OV^{h1}||_F / (||W_QK^{h2}||_F ||W_OV^{h1}||_F)   h1 writes what h2's query reads
+    K: ||W_QK^{h2}   W_OV^{h1}||_F / (||W_QK^{h2}||_F ||W_OV^{h1}||_F)   h1 writes what h2's key reads
+    V: ||W_OV^{h2}   W_OV^{h1}||_F / (||W_OV^{h2}||_F ||W_OV^{h1}||_F)   h1 writes what h2's value reads
+
+(score = x_dstᵀ W_QK x_src, so with x_src = W_OV^{h1} y the key side reads W_QK W_OV^{h1}; with
+x_dst = W_OV^{h1} y the query side reads W_OV^{h1 ᵀ} W_QK, whose norm is that of W_QKᵀ W_OV^{h1}.)
+TransformerLens's ``all_composition_scores`` forms the transposed products of its row-vector
+matrices (``OV @ QK``, ``OV @ QK.T``, ``OV_h1 @ OV_h2``); transposes keep Frobenius norms, so the
+numbers agree (``tests/test_interop.py``). The paper subtracts the mean score of random matrices
+of the same shapes: ``composition_baseline``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .circuits import w_ov, w_qk
+from .factored import FactoredMatrix
+from circuits.model.transformer import AttnOnlyTransformer
+
+KINDS = ("Q", "K", "V")
+
+
+def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> torch.Tensor:
+    """``||W_A W_B||_F / (||W_A||_F ||W_B||_F)`` [...], batch dimensions broadcast; in [0, 1]."""
+    return (W_A @ W_B).norm() / (W_A.norm() * W_B.norm())
+
+
+def composition_scores(model: AttnOnlyTransformer, kind: str, layer1: int = 0, layer2: int = 1) -> torch.Tensor:
+    """Q-, K- or V-composition of every head h1 of ``layer1`` into every head h2 of ``layer2``.
+
+    Returns [n_heads(h1), n_heads(h2)], without the random baseline (formulas in the module doc).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not layer1 < layer2:
+        raise ValueError(f"composition needs layer1 < layer2, got {layer1} and {layer2}")
+    ov1 = w_ov(model, layer1).unsqueeze(1)  # [h1, 1, d, d]
+    if kind == "Q":
+        left = w_qk(model, layer2).T
+    elif kind == "K":
+        left = w_qk(model, layer2)
+    else:
+        left = w_ov(model, layer2)
+    return composition_score(left.unsqueeze(0), ov1)  # [1, h2, d, d] @ [h1, 1, d, d] -> [h1, h2]
+
+
+def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0) -> float:
+    """Mean composition score of random matrices shaped like the model's (paper "Two layers").
+
+    Each of W_A and W_B is a product of two independent standard Gaussian matrices,
+    [d_model, d_head] @ [d_head, d_model], as W_O W_V and W_Qᵀ W_K are. Q, K and V scores share this
+    baseline: transposing a Gaussian factor leaves its distribution unchanged, and the score does
+    not depend on the scale.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample() -> FactoredMatrix:
+        return FactoredMatrix(torch.randn(n_samples, d_model, d_head, generator=gen, dtype=torch.float64),
+                              torch.randn(n_samples, d_head, d_model, generator=gen, dtype=torch.float64))
+
+    return float(composition_score(sample(), sample()).mean())
+
+
+def k_composition_circuit(model: AttnOnlyTransformer, layer1: int, head1: int, layer2: int, head2: int) -> FactoredMatrix:
+    """Paper "Induction heads", QK side: ``W_Eᵀ W_QK^{h2} W_OV^{h1} W_E`` [d_vocab(dst), d_vocab(src)].
+
+    How strongly a destination token attends to a source position whose previous token (read
+    through h1, e.g. a previous-token head) was ``src``. Its ``eigen_positivity`` is positive for
+    an induction head. Unscaled, as ``qk_circuit``.
+    """
+    W_E = model.embed.W_E
+    qk, ov = w_qk(model, layer2)[head2], w_ov(model, layer1)[head1]
+    return FactoredMatrix(W_E @ qk.A, ((qk.B @ ov.A) @ ov.B) @ W_E.T)
+
+
+def virtual_ov_circuit(model: AttnOnlyTransformer, layer1: int, head1: int, layer2: int, head2: int) -> FactoredMatrix:
+    """Paper "Virtual attention heads": ``W_U W_OV^{h2} W_OV^{h1} W_E`` [d_vocab(out), d_vocab(src)]."""
+    ov1, ov2 = w_ov(model, layer1)[head1], w_ov(model, layer2)[head2]
+    return FactoredMatrix(model.unembed.W_U.T @ ov2.A, ((ov2.B @ ov1.A) @ ov1.B) @ model.embed.W_E.T)

@@ -1,0 +1,251 @@
+"""One-layer transformers: skip-trigram tables, tokenisation variants and the per-token dump (paper
+"One-Layer Attention-Only Transformers"; the bugs are in ``skip_trigram_bugs``, positional heads in
+``positional_heads``, the loss of each path in ``path_expansion.head_term_losses``).
+
+A one-layer model's logits at destination t are exactly (paper eq., column vectors)
+
+    T = Id ⊗ W_U W_E  +  Σ_h A^h ⊗ W_U W_OV^h W_E                                          (1)
+
+so every head adds ``A^h[t, s] · OV^h[:, x_s]`` for each earlier source token x_s: a skip-trigram
+``[source] … [destination] → [out]`` is a large QK entry ``QK^h[dst, src]`` (the head attends from
+dst to src) together with a large OV entry ``OV^h[out, src]`` (attending to src raises out). The
+circuits ``ov_circuit`` [heads, out, src] and ``qk_circuit`` [heads, dst, src] are low-rank
+``FactoredMatrix`` objects; everything here reads them through row chunks or small blocks, never
+as d_vocab² dense matrices.
+
+Token subsets: circuits are restricted to tokens seen often in the training split
+(``frequent_token_ids``), because the embedding rows of tokens the model never saw stay at their
+random initialisation and would fill every top-k list with noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from circuits.analysis.scan.tables import topk_per_row
+from .factored import FactoredMatrix
+
+Decode = Callable[[int], str]
+
+
+# ---- token subsets -------------------------------------------------------------------------------
+
+def frequent_token_ids(counts: np.ndarray, min_count: int) -> torch.Tensor:
+    """Ids of the tokens seen at least ``min_count`` times (``counts`` [d_vocab]), ascending, [n]."""
+    return torch.as_tensor(np.nonzero(np.asarray(counts) >= min_count)[0], dtype=torch.long)
+
+
+def restrict(fm: FactoredMatrix, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> FactoredMatrix:
+    """The sub-circuit ``M[..., rows, :][..., :, cols]`` as a FactoredMatrix (the factors are indexed)."""
+    A = fm.A if rows is None else fm.A[..., torch.as_tensor(rows), :]
+    B = fm.B if cols is None else fm.B[..., :, torch.as_tensor(cols)]
+    return FactoredMatrix(A, B)
+
+
+def centered(fm: FactoredMatrix, dim: int, over: torch.Tensor | None = None) -> FactoredMatrix:
+    """``M`` minus the mean of each row (``dim=-1``) or of each column (``dim=-2``), the mean taken over
+    the indices ``over`` of that dimension (default all). Still a FactoredMatrix of the same rank:
+
+        rows:     M - (M 1_over / n) 1ᵀ  =  A (B - B̄),   B̄ = mean of B's columns in ``over``
+        columns:  M - 1 (1_overᵀ M / n)  =  (A - Ā) B,   Ā = mean of A's rows in ``over``
+
+    A softmax ignores such constants: the QK circuit's scores of one destination (a row) can be
+    centred, and the OV circuit's logits of one source (a column), without changing what the head does.
+    """
+    if dim in (-1, fm.ndim - 1):
+        B = fm.B if over is None else fm.B[..., :, torch.as_tensor(over)]
+        return FactoredMatrix(fm.A, fm.B - B.mean(-1, keepdim=True))
+    if dim in (-2, fm.ndim - 2):
+        A = fm.A if over is None else fm.A[..., torch.as_tensor(over), :]
+        return FactoredMatrix(fm.A - A.mean(-2, keepdim=True), fm.B)
+    raise ValueError(f"dim must be -1 (rows) or -2 (columns), got {dim}")
+
+
+@torch.no_grad()
+def attention_preference(qk: FactoredMatrix, weights: torch.Tensor, chunk_rows: int = 256) -> FactoredMatrix:
+    """How much more a destination attends to a source than to a typical token of text, in log units:
+
+        P[d, s] = S[d, s] - log Σ_s' w(s') exp(S[d, s'])
+
+    with ``S = qk`` the scaled token·token scores [..., dst, src] and ``w`` a distribution over
+    sources [src] (e.g. unigram frequencies; zero weight leaves a source out of the background).
+    ``exp(P[d, s])`` is the attention weight d gives s divided by the mean weight it gives a context
+    token drawn from ``w`` (for a long context of such tokens). Positions are ignored. The shift is one number per row,
+    so P is a FactoredMatrix of inner dimension k + 1: ``[A, -c] @ [B; 1ᵀ]``.
+    Unlike the raw scores, a destination with a long query vector does not top every source's list.
+    """
+    w = torch.as_tensor(weights, dtype=qk.dtype)
+    keep = (w > 0).nonzero().squeeze(1)
+    logw = w[keep].log()
+    sub = restrict(qk, cols=keep)
+    c = torch.cat([torch.logsumexp(sub.rows(slice(i, i + chunk_rows)) + logw, dim=-1)
+                   for i in range(0, qk.shape[-2], chunk_rows)], dim=-1)  # [..., m]
+    ones = torch.ones(*qk.B.shape[:-2], 1, qk.shape[-1], dtype=qk.dtype)
+    return FactoredMatrix(torch.cat([qk.A, -c[..., :, None]], -1), torch.cat([qk.B, ones], -2))
+
+
+def token_label(decode: Decode, i: int) -> str:
+    """A token as the book prints it: its Python repr, so spaces and newlines are visible."""
+    return repr(decode(int(i)))
+
+
+# ---- skip-trigram tables -----------------------------------------------------------------------
+
+@torch.no_grad()
+def column_maxima(fm: FactoredMatrix, chunk_rows: int = 256) -> torch.Tensor:
+    """``max_i M[..., i, j]`` for every column j, [..., n] (chunked over columns)."""
+    return topk_per_row(fm.T, 1, chunk_rows=chunk_rows)[0][..., 0]
+
+
+@torch.no_grad()
+def strongest_sources(ov: FactoredMatrix, allowed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's ``n`` source tokens with the largest OV entry (the most any output is raised by
+    attending to them), outputs and sources both among ``allowed``.
+
+    ov [n_heads, d_vocab(out), d_vocab(src)]. Returns ``(source ids [n_heads, n], max OV entry [n_heads, n])``.
+    """
+    best = column_maxima(restrict(ov, allowed, allowed))  # [H, n_allowed]
+    vals, idx = best.topk(min(n, best.shape[-1]), dim=-1)
+    return allowed[idx], vals
+
+
+@torch.no_grad()
+def column_top(fm: FactoredMatrix, col: int, allowed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries of column ``col`` among rows ``allowed``: ``(row ids [..., k], values [..., k])``.
+
+    For the OV circuit a source's top outputs; for the QK circuit a source's top destinations.
+    """
+    column = fm.block(allowed, col)  # [..., n_allowed]
+    top = column.topk(min(k, column.shape[-1]), dim=-1)
+    return allowed[top.indices], top.values
+
+
+@torch.no_grad()
+def rank_in_column(fm: FactoredMatrix, col: int, row: int, allowed: torch.Tensor) -> torch.Tensor:
+    """Rank (1 = largest) of entry ``M[..., row, col]`` among ``M[..., allowed, col]``, [...].
+
+    ``row`` must be in ``allowed``. Ties count in the entry's favour.
+    """
+    allowed = torch.as_tensor(allowed)
+    if not bool((allowed == row).any()):
+        raise ValueError(f"row {row} is not among the allowed rows")
+    column = fm.block(allowed, col)  # [..., n]
+    value = fm.block(row, col)  # [...]
+    return 1 + (column > value[..., None]).sum(-1)
+
+
+@torch.no_grad()
+def skip_trigram_table(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, decode: Decode,
+                       n_sources: int = 5, k: int = 5) -> pd.DataFrame:
+    """One row per (head, strong source): the source's top destinations (largest ``QK[dst, src]``) and
+    top outputs (largest ``OV[out, src]``), all among ``allowed``: the head's skip-trigrams
+    ``[source] … [destination] → [out]``.
+
+    ov [n_heads, out, src], qk [n_heads, dst, src] (unscaled).
+    """
+    sources, best = strongest_sources(ov, allowed, n_sources)
+    rows = []
+    for h in range(sources.shape[0]):
+        for s, v in zip(sources[h].tolist(), best[h].tolist()):
+            dst, dval = column_top(qk[h], s, allowed, k)
+            out, oval = column_top(ov[h], s, allowed, k)
+            rows.append({"head": h, "source": token_label(decode, s), "max OV": v,
+                         "top destinations (QK)": ", ".join(token_label(decode, i) for i in dst.tolist()),
+                         "top outputs (OV)": ", ".join(token_label(decode, i) for i in out.tolist()),
+                         "source id": s})
+    return pd.DataFrame(rows)
+
+
+# ---- tokenisation variants ----------------------------------------------------------------------------
+
+def token_variants(ids: Sequence[int], decode: Decode, min_len: int = 3) -> dict[int, list[int]]:
+    """Tokens of the same word written differently: ``" Elizabeth"``/``"Elizabeth"``/``" elizabeth"``.
+
+    Tokens among ``ids`` whose text, without surrounding whitespace and lower-cased, is the same
+    alphabetic word of at least ``min_len`` letters form a group; returns token -> the other members
+    of its group (tokens alone in their group are left out).
+    """
+    groups: dict[str, list[int]] = {}
+    for i in ids:
+        word = decode(int(i)).strip().lower()
+        if len(word) >= min_len and word.isalpha():
+            groups.setdefault(word, []).append(int(i))
+    return {i: [j for j in g if j != i] for g in groups.values() if len(g) > 1 for i in g}
+
+
+@torch.no_grad()
+def variant_ranks(ov: FactoredMatrix, variants: dict[int, list[int]], allowed: torch.Tensor) -> pd.DataFrame:
+    """For every source with variants: the OV rank (among ``allowed`` outputs, 1 = top) of the source
+    itself and of its best-ranked variant, per head. ov [n_heads, out, src].
+
+    Returns a frame with columns ``source``, ``head``, ``self rank``, ``best variant``, ``variant rank``.
+    """
+    allowed = torch.as_tensor(allowed)
+    sources = torch.tensor(sorted(variants), dtype=torch.long)
+    rows = []
+    for start in range(0, len(sources), 256):
+        src = sources[start:start + 256]
+        cols = restrict(ov, allowed, src).dense()  # [H, n_allowed, chunk]
+        position = {int(t): i for i, t in enumerate(allowed.tolist())}
+        for j, s in enumerate(src.tolist()):
+            col = cols[..., j]  # [H, n_allowed]
+            self_rank = 1 + (col > col[:, position[s]][:, None]).sum(-1)
+            var_idx = torch.tensor([position[v] for v in variants[s]])
+            var_vals = col[:, var_idx]  # [H, n_var]
+            best_val, best_at = var_vals.max(-1)
+            var_rank = 1 + (col > best_val[:, None]).sum(-1)
+            for h in range(col.shape[0]):
+                rows.append({"source": s, "head": h, "self rank": int(self_rank[h]),
+                             "best variant": variants[s][int(best_at[h])], "variant rank": int(var_rank[h])})
+    return pd.DataFrame(rows)
+
+
+# ---- the per-token dump ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def token_dump(ov: FactoredMatrix, qk: FactoredMatrix, candidates: torch.Tensor, k: int = 5,
+               chunk_rows: int = 128) -> dict[str, torch.Tensor]:
+    """For EVERY token of the vocabulary and every head: its top-k OV outputs (as a source), its top-k
+    QK sources (as a destination) and its top-k QK destinations (as a source), chosen among
+    ``candidates``. Chunked: at most ``chunk_rows`` dense rows per head at a time.
+
+    ov [n_heads, out, src] and qk [n_heads, dst, src]: the circuits, or transformed versions of them
+    (``centered``, ``attention_preference``). Returns ids and values, each [n_heads, d_vocab, k]:
+    ``ov_out``/``ov_out_value`` (largest ``ov[out, t]``), ``qk_src``/``qk_src_value`` (largest
+    ``qk[t, src]``), ``qk_dst``/``qk_dst_value`` (largest ``qk[dst, t]``).
+    """
+    candidates = torch.as_tensor(candidates, dtype=torch.long)
+    out = {}
+    for name, fm in (("ov_out", restrict(ov, rows=candidates).T),  # rows: sources t, cols: outputs
+                     ("qk_src", restrict(qk, cols=candidates)),  # rows: destinations t, cols: sources
+                     ("qk_dst", restrict(qk, rows=candidates).T)):  # rows: sources t, cols: destinations
+        vals, idx = topk_per_row(fm, k, chunk_rows=chunk_rows)
+        out[name], out[f"{name}_value"] = candidates[idx], vals
+    return out
+
+
+def dump_frame(dump: dict[str, torch.Tensor], decode: Decode, counts: np.ndarray) -> pd.DataFrame:
+    """``token_dump`` as a long table: one row per (token, head), tokens as Python reprs."""
+    H, V, k = dump["ov_out"].shape
+    labels = np.array([token_label(decode, i) for i in range(V)], dtype=object)
+    frame = {"token_id": np.tile(np.arange(V), H), "token": np.tile(labels, H),
+             "train_count": np.tile(np.asarray(counts)[:V], H), "head": np.repeat(np.arange(H), V)}
+    for name in ("ov_out", "qk_src", "qk_dst"):
+        ids = dump[name].reshape(H * V, k).numpy()
+        vals = dump[f"{name}_value"].reshape(H * V, k).numpy()
+        for j in range(k):
+            frame[f"{name}_{j + 1}"] = labels[ids[:, j]]
+        for j in range(k):
+            frame[f"{name}_value_{j + 1}"] = np.round(vals[:, j], 4)
+    return pd.DataFrame(frame)
+
+
+def eigenvalue_radius(eigenvalues: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """The paper's log-scaled radius for plotting eigenvalues: ``log(1 + |λ| / scale)``, scale the median |λ|."""
+    mag = eigenvalues.abs()
+    scale = float(mag.median()) if scale is None else scale
+    return torch.log1p(mag / scale) if scale > 0 else mag

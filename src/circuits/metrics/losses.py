@@ -1,0 +1,60 @@
+"""Next-token losses: per token, by position in the context, and over a whole held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from circuits.model.transformer import AttnOnlyTransformer
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """Next-token cross-entropy in nats of logits [batch, pos, d_vocab] at targets [batch, pos]: the mean,
+    or [batch, pos] when ``per_token``."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    loss = loss.view(targets.shape)
+    return loss if per_token else loss.mean()
+
+
+@torch.no_grad()
+def per_token_loss(model: AttnOnlyTransformer, windows: torch.Tensor) -> torch.Tensor:
+    """Next-token loss [batch, pos] of windows [batch, n_ctx + 1] (inputs ``w[:, :-1]``, targets ``w[:, 1:]``)."""
+    return loss_fn(model(windows[:, :-1]), windows[:, 1:], per_token=True)
+
+
+def position_bins(n_pos: int, n_bins: int = 32) -> list[int]:
+    """Edges of about ``n_bins`` bins over positions 0 .. n_pos - 1, spaced evenly in log(1 + position), so
+    that the first positions, where every extra token of context matters most, get bins of their own.
+    Bin i covers positions edges[i] <= t < edges[i + 1]."""
+    edges = np.unique(np.round(np.geomspace(1, n_pos + 1, n_bins + 1)).astype(int) - 1)
+    return [int(e) for e in edges]
+
+
+def loss_by_position(per_token: torch.Tensor, edges: list[int]) -> list[float]:
+    """Mean loss in each bin of positions (``position_bins``) of a per-token loss [batch, pos]."""
+    return [float(per_token[:, a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@torch.no_grad()
+def split_loss(model: AttnOnlyTransformer, tokens: np.ndarray, batch_size: int = 32,
+               max_windows: int | None = None) -> float:
+    """Mean next-token loss (nats, fp32) over consecutive non-overlapping windows of ``tokens``.
+
+    Window w covers tokens[w * n_ctx : (w + 1) * n_ctx + 1]: every token but the first is
+    predicted exactly once, from a context of 0 .. n_ctx - 1 earlier tokens.
+    """
+    n_ctx = model.cfg.n_ctx
+    n_windows = (len(tokens) - 1) // n_ctx
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+    if n_windows < 1:
+        raise ValueError(f"{len(tokens)} tokens are too few for one window of {n_ctx + 1}")
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, n_windows, batch_size):
+        idx = np.arange(start, min(start + batch_size, n_windows))[:, None] * n_ctx + np.arange(n_ctx + 1)
+        loss = per_token_loss(model, torch.from_numpy(np.asarray(tokens)[idx].astype(np.int64)))
+        total += float(loss.sum())
+        count += loss.numel()
+    return total / count

@@ -1,0 +1,58 @@
+"""Notebook setup for the book: plotly figures that render offline.
+
+plotly's default renderer in a kernel emits only ``application/vnd.plotly.v1+json``, which
+Jupyter Book drops (the figure silently disappears); its ``notebook`` renderer inlines 4.8 MB
+of plotly.js into every page, and the ``*_connected`` renderers fetch it from a CDN. Instead
+each figure is emitted as a small HTML fragment that calls the global ``Plotly``, which the
+book loads once per page from ``_static/plotly.min.js`` (copied from the installed plotly
+package by ``make book``). The plotly mimetype is kept alongside, so JupyterLab still shows
+interactive figures.
+
+Every notebook starts with::
+
+    from circuits.viz.book import setup_plotly
+    setup_plotly()
+"""
+
+from __future__ import annotations
+
+import plotly.io as pio
+from plotly.io.base_renderers import MimetypeRenderer
+
+RENDERER_NAME = "circuits_book"
+
+# plotly's "responsive" listens to window resizes only; a figure drawn while the page is still
+# loading keeps a stale width (and a horizontal scrollbar) once the page's own layout settles.
+_RESIZE_WITH_CONTAINER = """
+var gd = document.getElementById('{plot_id}');
+if (gd && window.ResizeObserver) {
+    new ResizeObserver(function () {
+        if (gd.offsetWidth) { Plotly.Plots.resize(gd); }
+    }).observe(gd.parentElement);
+}
+"""
+
+
+class BookHtmlRenderer(MimetypeRenderer):
+    """``text/html`` of a figure, without plotly.js and without plotly's MathJax CDN tag."""
+
+    def __init__(self, config: dict | None = None):
+        self.config = dict(config or {})
+
+    def to_mimebundle(self, fig_dict):
+        html = pio.to_html(fig_dict, config=self.config, include_plotlyjs=False,
+                           include_mathjax=False, full_html=False, default_width="100%",
+                           default_height=500, post_script=_RESIZE_WITH_CONTAINER,
+                           validate=False)
+        return {"text/html": html}
+
+
+def setup_plotly() -> str:
+    """Register the book's renderer and make ``plotly_mimetype+circuits_book`` the default.
+
+    Returns the name of the default renderer. Safe to call more than once.
+    """
+    pio.renderers[RENDERER_NAME] = BookHtmlRenderer(config={"displaylogo": False,
+                                                           "responsive": True})
+    pio.renderers.default = f"plotly_mimetype+{RENDERER_NAME}"
+    return pio.renderers.default

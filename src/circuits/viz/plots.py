@@ -1,0 +1,223 @@
+"""Plotly figures for the book. Each takes data as arguments and returns a figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50))
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
+              hover: Sequence[str] | None = None) -> go.Figure:
+    """A plain bar chart (corpus composition, per-head statistics, ...)."""
+    fig = go.Figure(go.Bar(x=list(labels), y=list(values), hovertext=hover))
+    fig.update_layout(title=title, yaxis_title=ylabel, **LAYOUT)
+    return fig
+
+
+def histogram(values: Sequence[float], title: str, xlabel: str, log_x: bool = False) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=list(values), nbinsx=60))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="count", **LAYOUT)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and validation loss") -> go.Figure:
+    """Train loss (thin) and validation loss (markers) against tokens, one colour per run."""
+    fig = go.Figure()
+    colours = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a"]
+    for (name, rows), colour in zip(logs.items(), colours):
+        fig.add_scatter(x=[r["tokens"] for r in rows], y=[r["train_loss"] for r in rows], mode="lines",
+                        name=f"{name} train", line=dict(color=colour, width=1), opacity=0.5)
+        ev = [r for r in rows if "val_loss" in r]  # evaluation rows
+        fig.add_scatter(x=[r["tokens"] for r in ev], y=[r["val_loss"] for r in ev], mode="lines+markers",
+                        name=f"{name} validation", line=dict(color=colour, width=2))
+    fig.update_layout(title=title, xaxis_title="training tokens", yaxis_title="loss (nats/token)", **LAYOUT)
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def score_curves(logs: Mapping[str, list[dict]], keys: Mapping[str, str], title: str,
+                 thresholds: Mapping[str, float] | None = None) -> go.Figure:
+    """One panel per score (``keys``: log field -> panel title) against tokens, one line per run."""
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys.values()))
+    colours = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
+    for col, key in enumerate(keys, 1):
+        for (name, rows), colour in zip(logs.items(), colours):
+            ev = [r for r in rows if key in r]
+            fig.add_scatter(x=[r["tokens"] for r in ev], y=[r[key] for r in ev], mode="lines+markers",
+                            name=name, legendgroup=name, showlegend=col == 1,
+                            line=dict(color=colour), row=1, col=col)
+        if thresholds and key in thresholds:
+            fig.add_hline(y=thresholds[key], line_dash="dot", line_color="grey", row=1, col=col)
+        fig.update_xaxes(type="log", title_text="training tokens", row=1, col=col)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 380})
+    return fig
+
+
+def scatter(x: Sequence[float], y: Sequence[float], hover: Sequence[str], title: str, xlabel: str, ylabel: str,
+            diagonal: bool = False, color: Sequence[float] | None = None, color_label: str = "") -> go.Figure:
+    """Scatter with hover labels; ``diagonal`` draws y = x."""
+    marker = dict(size=4, opacity=0.5)
+    if color is not None:
+        marker.update(color=list(color), colorscale="Viridis", showscale=True, colorbar=dict(title=color_label))
+    fig = go.Figure(go.Scattergl(x=list(x), y=list(y), mode="markers", hovertext=list(hover), marker=marker))
+    if diagonal:
+        lo, hi = float(min(min(x), min(y))), float(max(max(x), max(y)))
+        fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="grey", dash="dot"), showlegend=False)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, showlegend=False, **LAYOUT)
+    return fig
+
+
+def _unique_labels(labels: Sequence[str]) -> list[str]:
+    """Labels made unique (a categorical axis merges equal strings): repeats get " #2", " #3", ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
+def heatmap_selector(mats: Sequence, row_labels: Sequence[str], col_labels: Sequence[str], names: Sequence[str],
+                     title: str, xlabel: str, ylabel: str, colorbar: str = "", height: int = 720,
+                     symmetric: bool = True) -> go.Figure:
+    """One heatmap per matrix (``mats`` [n, rows, cols], e.g. one per head) and a dropdown to switch.
+
+    With ``symmetric`` each matrix has its own colour range centred on 0 (red positive, blue
+    negative); otherwise white (0) to red (its maximum). Rows run top to bottom in the order given.
+    Values are rounded to 4 significant digits to keep pages small.
+    """
+    fig = go.Figure()
+    rows, cols = _unique_labels(row_labels), _unique_labels(col_labels)
+    for i, (mat, name) in enumerate(zip(mats, names)):
+        z = [[float(f"{float(v):.4g}") for v in r] for r in mat]
+        top = max((abs(v) for r in z for v in r), default=1.0) or 1.0
+        colours = dict(zmin=-top, zmax=top, colorscale="RdBu", reversescale=True) if symmetric else \
+            dict(zmin=0, zmax=top, colorscale="Reds")
+        fig.add_heatmap(z=z, x=cols, y=rows, colorbar=dict(title=colorbar), visible=i == 0, name=name,
+                        hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z:.3g}}<extra></extra>",
+                        **colours)
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": [j == i for j in range(len(names))]}, {"title.text": f"{title}: {name}"}])
+               for i, name in enumerate(names)]
+    fig.update_layout(title=f"{title}: {names[0]}", xaxis_title=xlabel, yaxis_title=ylabel,
+                      updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.12,
+                                        yanchor="top", showactive=True)],
+                      **{**LAYOUT, "height": height, "margin": dict(l=120, r=20, t=80, b=120)})
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
+    fig.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=9))
+    return fig
+
+
+def eigenvalue_planes(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]], hovers: Sequence[Sequence[str]],
+                      names: Sequence[str], title: str, reference: float | None = None, cols: int = 4) -> go.Figure:
+    """Eigenvalues on the complex plane, one small panel per head (points given as x, y coordinates,
+    e.g. the log-scaled radius at the eigenvalue's angle). ``reference`` draws a dotted circle of that
+    radius; the dotted axes cross at 0. Points right of the vertical axis have a positive real part."""
+    n = len(names)
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names), horizontal_spacing=0.04,
+                        vertical_spacing=0.12)
+    lim = max((abs(float(v)) for seq in (*xs, *ys) for v in seq), default=1.0) * 1.1 or 1.0
+    for i, (x, y, hover) in enumerate(zip(xs, ys, hovers)):
+        r, c = i // cols + 1, i % cols + 1
+        colour = ["#d62728" if float(v) > 0 else "#1f77b4" for v in x]
+        fig.add_scatter(x=list(x), y=list(y), mode="markers", hovertext=list(hover), hoverinfo="text",
+                        marker=dict(size=6, color=colour, opacity=0.8), showlegend=False, row=r, col=c)
+        if reference:
+            fig.add_shape(type="circle", x0=-reference, y0=-reference, x1=reference, y1=reference,
+                          line=dict(color="grey", dash="dot", width=1), row=r, col=c)
+        fig.add_hline(y=0, line=dict(color="lightgrey", width=1), row=r, col=c)
+        fig.add_vline(x=0, line=dict(color="lightgrey", width=1), row=r, col=c)
+        fig.update_xaxes(range=[-lim, lim], showticklabels=False, row=r, col=c)
+        fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 260 * rows + 100,
+                                      "margin": dict(l=30, r=30, t=100, b=30)})
+    return fig
+
+
+def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]], title: str, ylabel: str,
+                 thresholds: Mapping[str, float] | None = None) -> go.Figure:
+    """Side-by-side bars: one group per category (e.g. head), one bar per series; optional dotted
+    horizontal lines labelled by ``thresholds``."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_bar(x=list(categories), y=[float(v) for v in values], name=name)
+    for label, y in (thresholds or {}).items():
+        fig.add_hline(y=y, line_dash="dot", line_color="grey", annotation_text=label, annotation_position="top left")
+    fig.update_layout(title=title, yaxis_title=ylabel, barmode="group", **LAYOUT)
+    return fig
+
+
+def shared_heatmaps(mats: Sequence, names: Sequence[str], row_labels: Sequence[str], col_labels: Sequence[str],
+                    title: str, xlabel: str, ylabel: str, colorbar: str = "", decimals: int = 3,
+                    annotate: bool | None = None) -> go.Figure:
+    """Heatmaps side by side on ONE colour scale centred on 0 (e.g. Q-, K- and V-composition minus the
+    random baseline, [h1, h2] each): red above 0, blue below. Rows run top to bottom in the order given.
+    ``annotate`` writes each value in its cell; by default only while the cells are wide enough
+    (at most 18 columns in all), otherwise values show on hover only."""
+    n = len(names)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.03)
+    top = max((abs(float(v)) for m in mats for r in m for v in r), default=1.0) or 1.0
+    if annotate is None:
+        annotate = n * len(col_labels) <= 18
+    for i, mat in enumerate(mats, 1):
+        z = [[round(float(v), decimals) for v in r] for r in mat]
+        fig.add_heatmap(z=z, x=list(col_labels), y=list(row_labels), zmin=-top, zmax=top, colorscale="RdBu",
+                        reversescale=True, showscale=i == n, colorbar=dict(title=colorbar),
+                        text=[[f"{v:.{decimals - 1}f}" for v in r] for r in z] if annotate else None,
+                        texttemplate="%{text}" if annotate else None, textfont=dict(size=9), name=names[i - 1],
+                        hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z}}<extra>{names[i - 1]}</extra>",
+                        row=1, col=i)
+        fig.update_xaxes(type="category", title_text=xlabel, row=1, col=i)
+    fig.update_yaxes(type="category", autorange="reversed", title_text=ylabel, row=1, col=1)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 460, "margin": dict(l=70, r=20, t=90, b=60)})
+    return fig
+
+
+def labelled_scatter(x: Sequence[float], y: Sequence[float], labels: Sequence[str], groups: Sequence[str],
+                     title: str, xlabel: str, ylabel: str, region: tuple[float, float, float, float] | None = None,
+                     region_label: str = "", hover: Sequence[str] | None = None) -> go.Figure:
+    """A few labelled points (e.g. one per head), one colour per group (e.g. per layer).
+
+    ``region`` = (x0, x1, y0, y1) shades a rectangle, e.g. the (+, +) corner where induction heads
+    sit, annotated with ``region_label``. Dotted lines mark x = 0 and y = 0 when they are in range.
+    """
+    fig = go.Figure()
+    hover = list(hover) if hover is not None else list(labels)
+    for group in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        fig.add_scatter(x=[float(x[i]) for i in idx], y=[float(y[i]) for i in idx], mode="markers+text",
+                        text=[labels[i] for i in idx], textposition="top center", textfont=dict(size=10),
+                        hovertext=[hover[i] for i in idx], hoverinfo="text", name=group,
+                        marker=dict(size=9, opacity=0.85))
+    if region is not None:
+        x0, x1, y0, y1 = region
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, fillcolor="rgba(44, 160, 44, 0.12)",
+                      line=dict(color="rgba(44, 160, 44, 0.6)", dash="dot"), layer="below")
+        if region_label:
+            fig.add_annotation(x=x1, y=y1, text=region_label, showarrow=False, xanchor="right", yanchor="top",
+                               font=dict(color="rgb(44, 120, 44)"))
+    if min(map(float, x)) < 0 < max(map(float, x)) or region is not None:
+        fig.add_vline(x=0, line=dict(color="lightgrey", dash="dot", width=1))
+    if min(map(float, y)) < 0 < max(map(float, y)) or region is not None:
+        fig.add_hline(y=0, line=dict(color="lightgrey", dash="dot", width=1))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **LAYOUT)
+    return fig
+
+
+def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
+               log_x: bool = False) -> go.Figure:
+    """One line per series over a shared x (e.g. loss by position in the context, one line per model)."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_scatter(x=[float(v) for v in x], y=[float(v) for v in values], mode="lines+markers", name=name)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **LAYOUT)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
