@@ -1,6 +1,6 @@
 # make venv  : .venv from requirements.txt (re-run only when requirements.txt or pyproject.toml change)
 # make book  : execute every notebook and build the HTML book in _build/html (offline; fails on any error)
-# make test  : unit tests and every notebook (nbmake), with the smoke preset
+# make test  : unit tests and every notebook (nbmake), with the smoke and smoke-gpt2 presets
 # make clean : remove the built book and its execution cache
 #
 # CIRCUITS_PRESET (smoke | cpu | paper) reaches the notebooks from the environment:
@@ -35,14 +35,22 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 # plotly.js comes from the installed plotly package, so the page script always matches the
 # version that drew the figures; _static/plotly.min.js is not committed. _build/html is removed
 # first so that the site holds exactly the pages of the toc (Sphinx never deletes stale pages).
+# _build/.circuits holds the results chapters share within one build (circuits.findings.cache): cleared first,
+# so that every build computes them afresh from the models.
 book: venv
-	rm -rf _build/html
+	rm -rf _build/html _build/.circuits
 	mkdir -p _static
 	cp "$$($(PYTHON) -c 'import pathlib, plotly; print(pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js")')" _static/plotly.min.js
 	PATH="$(abspath $(VENV))/bin:$$PATH" jupyter-book build . --all -W --keep-going
 
+# the notebooks run twice: with the smoke preset, and with smoke-gpt2 so that every chapter's code runs at GPT-2's
+# 50,257-token vocabulary (circuit scans, dumps, browsers) on a CPU
+# (their shared results in a cache of their own, cleared first)
+TEST_CACHE := CIRCUITS_CACHE=$(CURDIR)/_build/.circuits-test
 test: $(DEV_STAMP)
-	$(OFFLINE) CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
+	rm -rf _build/.circuits-test
+	$(OFFLINE) $(TEST_CACHE) CIRCUITS_PRESET=$(TEST_PRESET) $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 tests book
+	$(OFFLINE) $(TEST_CACHE) CIRCUITS_PRESET=smoke-gpt2 $(PYTHON) -m pytest --nbmake --nbmake-timeout=600 book
 
 # the same as `jupyter-book clean --all .` (html, executed notebooks, cache), without needing the venv
 clean:

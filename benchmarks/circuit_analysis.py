@@ -12,7 +12,7 @@ head (``skip_trigrams.token_dump``: 36 per-row top-k passes over 50257 x 50257 p
 
 Every top-k needs all 50257^2 entries of a rank-64 product: 2 * 50257^2 * 64 = 0.32 TFLOP per
 circuit, 7.8 TFLOP for 24 circuits. Where it can, the scan runs in a C kernel that keeps only group
-maxima (circuits/group_max.py: AMX for the bf16 scan, AVX2 for the fp32 one; compiled on first use;
+maxima (circuits/kernels/group_max.py: AMX for the bf16 scan; compiled on first use;
 the first line says which one runs and how long the build took); elsewhere in torch tiles. Results
 are exact either way.
 

@@ -2,7 +2,7 @@
 
 Runs are named ``h<n_heads>[x<d_head>][c]-s<seed>`` (d_head 32 unless named; ``c``: the compiled loss
 chain), as ``scripts/device_seeds.sh`` makes them. Reads every run's ``log.jsonl`` under a folder, or a compact
-file written earlier (``circuits.trainlog.read_sweep``), and prints one line per run and one per setting: runs
+file written earlier (``circuits.train.sweep.read_sweep``), and prints one line per run and one per setting: runs
 with both induction thresholds within the run, and within ``--by`` tokens (default ``EARLY_TOKENS``, 13,107,200 = step 1,600,
 where the 8-head seed-0 run of trial 13 had them).
 
@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from circuits.train.log import EARLY_TOKENS, read_sweep, sweep_label, sweep_summary
+from circuits.train.sweep import EARLY_TOKENS, read_sweep, sweep_label, sweep_summary
 
 
 def main() -> None:

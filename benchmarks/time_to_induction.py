@@ -1,7 +1,7 @@
 """Wall-clock seconds and tokens until a 2-layer model first shows induction, read from its log.
 
 Thresholds (issue "CPU preset fast enough..."): a layer-0 head with previous-token score >= 0.5 and a
-layer-1 head with prefix-matching score >= 0.4 (Olsson et al.'s protocol, circuits.induction), both
+layer-1 head with prefix-matching score >= 0.4 (Olsson et al.'s protocol, circuits.metrics.olsson; circuits.metrics.heads.has_induction), both
 measured at the same evaluation. The log's elapsed_s is wall-clock time of the run, evaluations included.
 
     python benchmarks/time_to_induction.py [path/to/log.jsonl]     # default: the preset's 2L model
@@ -20,7 +20,7 @@ from circuits.train.log import eval_rows, first_induction, read_log
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else model_dir(2, get_preset(), train_if_missing=False) / "log.jsonl"
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else model_dir(2, get_preset()) / "log.jsonl"
     rows = read_log(path)
     found = first_induction(rows)
     print(f"log: {path}")

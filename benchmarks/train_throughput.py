@@ -4,7 +4,7 @@ Measures tokens/s of a full training step (forward, backward, AdamW step; warm-u
 median of several repeats, the contenders taking turns within each repeat) for:
   ours     - circuits.train.training_step as `train` runs it (bf16 autocast where bf16 is fast, the unembedding and loss
              fused in row chunks (circuits.unembed_loss), on CPUs the C attention kernel (circuits.cpu_attention)
-             and freed memory kept in the process (circuits.cpu_memory, process-wide: TransformerLens too),
+             and freed memory kept in the process (circuits.kernels.memory, process-wide: TransformerLens too),
              fused AdamW)
   TL fp32  - HookedTransformer as it runs by default (fp32, torch's default AdamW)
   TL bf16  - HookedTransformer under the same bf16 autocast
@@ -14,7 +14,7 @@ repeats too, and a ``ceiling:`` line divides the peak by the FLOPs our step comp
 half): the tokens/s a step at the whole peak would reach, and its multiple of TransformerLens's fastest repeat,
 the most a kernel could make the first ratio read in that run. The peak is taken in the precision training
 computes in: bf16, or fp32 on CPUs without native bf16 (AVX2 only), where torch's bf16 matmul is ~100x slower
-than fp32 and ``train`` runs in fp32 (``circuits.precision``); there "same precision" is fp32 for both models.
+than fp32 and ``train`` runs in fp32 (``circuits.kernels.precision``); there "same precision" is fp32 for both models.
 By default the process keeps freed blocks of up to 32 MB (as ``train`` does, process-wide), but glibc maps
 larger ones fresh and faults their pages in: ours allocates nothing that large, TransformerLens does (its fp32
 logits and log-softmax, 134 MB each at the cpu preset). ``--heap-only`` keeps those too, for every contender,
@@ -44,7 +44,8 @@ from circuits.kernels import cpu_attention
 from circuits.kernels import unembed_loss
 from circuits.kernels.memory import keep_all_in_heap, keep_freed_memory
 from circuits.model.transformer import AttnOnlyTransformer
-from circuits.train.loop import effective_precision, make_optimizer, maybe_compile, training_step
+from circuits.train.loop import training_step
+from circuits.train.setup import effective_precision, make_optimizer, maybe_compile
 
 
 def model_flops_per_token(cfg: ModelConfig) -> float:
@@ -177,7 +178,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     add_overrides_argument(parser)
     parser.add_argument("--heap-only", action="store_true",
-                        help="serve every allocation from the heap, for all contenders (cpu_memory.keep_all_in_heap): "
+                        help="serve every allocation from the heap, for all contenders (kernels.memory.keep_all_in_heap): "
                              "TransformerLens's large tensors are then reused instead of page-faulted every step")
     parser.add_argument("--eager-loss", action="store_true",
                         help="the fused loss's per-chunk chain eagerly on GPU too (default: compiled, unembed_loss.COMPILED_ON)")

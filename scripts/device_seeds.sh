@@ -10,7 +10,7 @@ BUDGET=${1:-420}
 mkdir -p "$OUT" runs/seeds
 nvidia-smi -L
 nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS on" || echo "no MPS"
-[ -n "${SKIP_TESTS:-}" ] || python3 -m pytest -o addopts="" -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -3
+[ -n "${SKIP_TESTS:-}" ] || python3 -m pytest -o addopts="" -q -p no:cacheprovider tests/kernels/test_cuda.py 2>&1 | tail -3
 # name heads seed compiled, in order of priority (whatever the budget cuts stays partial in its log)
 # SEEDS="8 9 ..." and COMPILED_SEEDS="4 5 ..." pick a second wave; JOBS="name heads seed compiled d_head;..."
 # replaces the list (e.g. "h16x16c-s0 16 0 1 16"; names as benchmarks/seed_sweep.py reads them)

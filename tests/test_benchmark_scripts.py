@@ -75,3 +75,12 @@ def test_train_throughput_benchmark_names_a_bad_override():
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--set", "d_modle=48"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "unknown override key 'd_modle'" in run.stderr
+
+
+def test_kernel_value_benchmark_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_value.py"), "--preset", "smoke",
+                          "--rounds", "1", "--steps", "1", "--no-scan"],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert out[0].startswith("training step: 2L, d_model 32, 4 heads x 8")
+    assert any("torch's attention" in line for line in out)
+    assert re.fullmatch(r"attention_saves=-?\d+\.\d{3} scan_saves=n/a", out[-1])

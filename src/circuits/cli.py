@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuits.config import PRESETS, get_preset
+from circuits.config import PRESETS, add_overrides_argument, get_preset, override
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,11 +25,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="default: $CIRCUITS_PRESET, else cpu (paper where CUDA is present)")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data", default=None, metavar="embedded|openwebtext|PATH",
+                        help="the training data (default: $CIRCUITS_DATA, else the preset's): the embedded corpus "
+                             "(the stand-in for OpenWebText without a network), OpenWebText from the hub, or a local "
+                             "copy of it (parquet, arrow or text files)")
     parser.add_argument("--snapshots", type=int, default=0, help="snapshots to publish per model")
     parser.add_argument("--snapshot-steps", type=int, nargs="+", default=None,
                         help="publish exactly the snapshots at these steps (instead of --snapshots)")
+    add_overrides_argument(parser)
     args = parser.parse_args(argv)
-    preset = get_preset(args.preset)
+    try:
+        preset = override(get_preset(args.preset, args.data), args.set)
+    except ValueError as err:
+        parser.error(str(err))
 
     from circuits.data.tokens import preset_tokens
     from circuits.train import runs

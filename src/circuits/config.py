@@ -4,6 +4,7 @@ Three presets, chosen by the environment variable ``CIRCUITS_PRESET`` (read by t
 notebooks, the tests and nbmake alike):
 
 - ``smoke``: a tiny model and a few steps, so CI executes every notebook in seconds.
+- ``smoke-gpt2``: the same at GPT-2's 50,257-token vocabulary (CI runs every chapter with it too).
 - ``cpu``: the default without a GPU; small enough to grow induction heads on 2 cores.
 - ``paper``: the paper's sizes (12 heads x 64, d_model 768, GPT-2 BPE, OpenWebText).
 
@@ -19,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 PRESET_ENV = "CIRCUITS_PRESET"
+DATA_ENV = "CIRCUITS_DATA"  # "embedded", "openwebtext" or the path of a local copy of OpenWebText
 
 
 POS_INITS = ("normal", "sinusoidal")
@@ -62,8 +64,9 @@ class ModelConfig:
 class DataConfig:
     """Where tokens come from."""
 
-    corpus: str  # "embedded" (data/corpus, committed) or "openwebtext" (hub, opt-in)
+    corpus: str  # "embedded" (data/corpus, committed) or "openwebtext" (a local copy, else the hub)
     tokenizer: str  # "bpe4k" (trained on the embedded corpus, committed; "bpe8k" for older trials) or "gpt2"
+    path: str | None = None  # a local copy of the corpus (OpenWebText: parquet, arrow or text files)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,15 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(batch_size=8, total_tokens=8 * 64 * 40, lr=3e-3, warmup_steps=5,
                           eval_every=10, eval_batches=2, checkpoint_every=20, n_snapshots=3),
     ),
+    # the smoke preset at GPT-2's vocabulary, on the embedded corpus: CI runs every chapter with it, so the
+    # 50k-vocabulary code paths (circuit scans, token dumps, browsers) run without a GPU or a download
+    "smoke-gpt2": Preset(
+        name="smoke-gpt2",
+        data=DataConfig(corpus="embedded", tokenizer="gpt2"),
+        d_model=32, n_heads=4, d_head=8, n_ctx=64, d_vocab=50257,
+        train=TrainConfig(batch_size=8, total_tokens=8 * 64 * 40, lr=3e-3, warmup_steps=5,
+                          eval_every=10, eval_batches=2, checkpoint_every=20, n_snapshots=3),
+    ),
     "cpu": Preset(
         name="cpu",
         # a 4,096-token BPE: the unembedding was 73 % of the FLOPs at 8,192, and halving it brought an
@@ -134,8 +146,10 @@ PRESETS: dict[str, Preset] = {
         d_model=256, n_heads=12, d_head=32, n_ctx=256, d_vocab=4096,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
         # previous-token head formed in 24 M tokens; with both it forms by ~6 M (README, trials)
+        # eval_batches 8: 256 validation windows an evaluation, for the loss-by-position and ICL curves of the
+        # phase change (an fp32 evaluation batch takes 0.38 s here: 3 s an evaluation, 49 in a 2L run)
         train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,
-                          weight_decay=0.01, eval_every=100, eval_batches=4, checkpoint_every=200,
+                          weight_decay=0.01, eval_every=100, eval_batches=8, checkpoint_every=200,
                           n_snapshots=10),
         total_tokens={0: 4_000_000, 1: 16_000_000, 2: 40_000_000},
         embed_init_std=1.0,
@@ -158,13 +172,31 @@ def default_preset_name() -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def get_preset(name: str | None = None) -> Preset:
-    """The preset called ``name``, else the one in ``$CIRCUITS_PRESET``, else the default."""
+def get_preset(name: str | None = None, data: str | None = None) -> Preset:
+    """The preset called ``name``, else the one in ``$CIRCUITS_PRESET``, else the default; its data from
+    ``data``, else ``$CIRCUITS_DATA``, else its own (``with_data``)."""
     name = name or os.environ.get(PRESET_ENV) or default_preset_name()
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r} (from {PRESET_ENV} or argument); "
                          f"choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return with_data(PRESETS[name], data or os.environ.get(DATA_ENV))
+
+
+def with_data(preset: Preset, data: str | None) -> Preset:
+    """``preset`` trained on other data: ``"embedded"`` (the committed corpus, with the preset's tokenizer: the
+    stand-in for OpenWebText on a box without a network), ``"openwebtext"`` (the hub), or the path of a local copy
+    of OpenWebText. A preset on other data than its own gets its own name (``paper-embedded``), so its runs never
+    mix with the preset's own."""
+    if not data:
+        return preset
+    if data in ("embedded", "openwebtext"):
+        corpus, path = data, None
+    else:
+        corpus, path = "openwebtext", data
+    if (corpus, path) == (preset.data.corpus, preset.data.path):
+        return preset
+    name = preset.name if corpus == preset.data.corpus else f"{preset.name}-{corpus}"
+    return dataclasses.replace(preset, name=name, data=DataConfig(corpus, preset.data.tokenizer, path))
 
 
 def _parse_like(current, text: str, key: str, nullable: bool = False):

@@ -198,3 +198,14 @@ def test_more_ranks_than_gpus_is_named(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ValueError, match="local rank 1 has no GPU: this node has 1"):
         pick_device(1)
+
+
+def test_the_log_records_which_data_trained_the_model(tmp_path, tiny_cfg, tiny_train_cfg, markov_splits):
+    from circuits.config import DataConfig
+    from circuits.train.loop import data_label
+
+    cfg = dataclasses.replace(tiny_train_cfg, total_tokens=8 * 24 * 10)
+    train(tiny_cfg, cfg, markov_splits, tmp_path, data_cfg=DataConfig("openwebtext", "gpt2", "/data/owt"),
+          progress=False)
+    assert eval_rows(read_log(tmp_path / "log.jsonl"))[-1]["data"] == "openwebtext (/data/owt), gpt2"
+    assert data_label(DataConfig("embedded", "bpe4k")) == "embedded, bpe4k" and data_label(None) is None

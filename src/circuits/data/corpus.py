@@ -5,8 +5,8 @@ Two sources:
 - ``"embedded"`` (default): ``data/corpus/corpus.parquet``, committed to the repository and
   rebuilt by ``python scripts/build_corpus.py`` (prose from permissive Debian packages plus ~15 %
   CPython standard-library code; ``data/corpus/MANIFEST.json`` says exactly what).
-- ``"openwebtext"``: the paper's kind of data, loaded from the hub (``Skylion007/openwebtext``)
-  or from a local ``path``; only ever when asked for by name.
+- ``"openwebtext"``: the paper's kind of data, from a local copy at ``path`` (parquet, arrow or text files:
+  ``$CIRCUITS_DATA``), else from the hub (``Skylion007/openwebtext``); only ever when asked for by name.
 
 The split is a fixed function of each document's id (a hash, not a shuffle), so it is the same
 on every machine, for every library version, and however the rows are ordered.
@@ -71,34 +71,65 @@ def _load_embedded(path: Path) -> datasets.Dataset:
     return datasets.Dataset(table)
 
 
+LOCAL_KINDS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv",
+               ".txt": "text", ".xz": "text"}
+
+
+def _load_local(path: Path) -> datasets.Dataset:
+    """A local copy: one file, a folder saved by ``Dataset.save_to_disk``, or a folder of parquet, arrow, json or
+    text files (a text file is one document, as in OpenWebText's own archive)."""
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        ds = datasets.load_from_disk(str(path))
+        return ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.suffix in LOCAL_KINDS)
+    kinds = {LOCAL_KINDS.get(f.suffix) for f in files}
+    if not files or None in kinds or len(kinds) != 1:
+        raise ValueError(f"cannot read {path}: expected one kind of {sorted(set(LOCAL_KINDS))} files "
+                         f"(found {sorted({f.suffix for f in files}) or 'none'})")
+    kind = kinds.pop()
+    extra = {"sample_by": "document"} if kind == "text" else {}
+    return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", **extra)
+
+
 def _load_openwebtext(path: str | Path | None, cache_dir: str | None) -> datasets.Dataset:
-    """OpenWebText (or any dataset with a ``text`` column) from the hub or a local file/folder."""
-    target = str(path) if path is not None else OPENWEBTEXT_HUB_ID
-    local = Path(target)
-    if local.is_file():  # a single parquet/json/csv file
-        kind = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(
-            local.suffix)
-        if kind is None:
-            raise ValueError(f"cannot read {local}: expected .parquet, .json, .jsonl or .csv")
-        ds = datasets.load_dataset(kind, data_files=str(local), split="train", cache_dir=cache_dir)
+    """OpenWebText (or any dataset with a ``text`` column): a local copy at ``path``, else the hub."""
+    if path is not None:
+        local = Path(path)
+        if not local.exists():
+            raise FileNotFoundError(f"no local copy of OpenWebText at {local} (from $CIRCUITS_DATA or --data)")
+        ds = _load_local(local)
     else:
+        ds = _load_openwebtext_hub(cache_dir)
+    if "text" not in ds.column_names:
+        raise ValueError(f"dataset {path or OPENWEBTEXT_HUB_ID} has no 'text' column (columns: {ds.column_names})")
+    if len(ds) == 0:
+        raise ValueError(f"dataset {path or OPENWEBTEXT_HUB_ID} is empty: it has no documents")
+    return ds
+
+
+def _load_openwebtext_hub(cache_dir: str | None) -> datasets.Dataset:
+    """OpenWebText from the Hugging Face hub: the one download of the project, on request only. Without a
+    network (or with ``HF_DATASETS_OFFLINE=1``) the error names both ways on."""
+    try:
         try:
-            ds = datasets.load_dataset(target, split="train", cache_dir=cache_dir)
+            return datasets.load_dataset(OPENWEBTEXT_HUB_ID, split="train", cache_dir=cache_dir)
         except RuntimeError as err:
-            # datasets >= 4 refuses repositories that still hold a loading script (OpenWebText
-            # did in 2025); the hub's automatic parquet export is the documented way round, but
-            # for large datasets it may hold only the first few GB, hence the warning
+            # datasets >= 4 refuses repositories that still hold a loading script (OpenWebText did in 2025);
+            # the hub's automatic parquet export is the documented way round, but for large datasets it may
+            # hold only the first few GB, hence the warning
             if "scripts are no longer supported" not in str(err):
                 raise
-            warnings.warn(f"{target} has a loading script; using its refs/convert/parquet export, "
+            warnings.warn(f"{OPENWEBTEXT_HUB_ID} has a loading script; using its refs/convert/parquet export, "
                           "which may be partial for large datasets", stacklevel=3)
-            ds = datasets.load_dataset(target, split="train", cache_dir=cache_dir,
-                                       revision="refs/convert/parquet")
-    if "text" not in ds.column_names:
-        raise ValueError(f"dataset {target} has no 'text' column (columns: {ds.column_names})")
-    if len(ds) == 0:
-        raise ValueError(f"dataset {target} is empty: it has no documents")
-    return ds
+            return datasets.load_dataset(OPENWEBTEXT_HUB_ID, split="train", cache_dir=cache_dir,
+                                         revision="refs/convert/parquet")
+    except (ConnectionError, OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"OpenWebText is not available: no local copy was named and the hub ({OPENWEBTEXT_HUB_ID}) could not "
+            f"be reached ({type(err).__name__}: {err}). Name a local copy (parquet, arrow or text files) with "
+            f"CIRCUITS_DATA=/path/to/openwebtext or `--data /path/to/openwebtext`, or run where the hub is "
+            f"reachable; to check the pipeline without it, CIRCUITS_DATA=embedded trains on the embedded corpus "
+            f"with the preset's tokenizer") from err
 
 
 def _text_ids(batch):
@@ -113,8 +144,8 @@ def load_corpus(source: str = "embedded", path: str | Path | None = None,
     """The corpus ``source`` as a ``DatasetDict`` with ``train`` and ``validation`` splits.
 
     Each row is one document with at least a ``text`` and a ``doc_id`` column. ``path`` overrides
-    where the data is read from (a parquet file for ``embedded``; a hub id, folder or file for
-    ``openwebtext``). ``seed`` salts the hash that assigns documents to splits; the assignment is
+    where the data is read from (a parquet file for ``embedded``; a local copy, file or folder, for
+    ``openwebtext``, which otherwise comes from the hub). ``seed`` salts the hash that assigns documents to splits; the assignment is
     otherwise fixed. ``cache_dir`` and ``num_proc`` are passed to ``datasets`` for OpenWebText.
     """
     if source not in SOURCES:

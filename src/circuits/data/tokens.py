@@ -139,4 +139,4 @@ def prepare_tokens(corpus: str, tokenizer: str, out_dir: str | Path | None = Non
 
 def preset_tokens(preset: Preset) -> dict[str, np.memmap]:
     """Token memmaps of the preset's corpus and tokenizer (built and cached on first use)."""
-    return prepare_tokens(preset.data.corpus, preset.data.tokenizer)
+    return prepare_tokens(preset.data.corpus, preset.data.tokenizer, corpus_path=preset.data.path)

@@ -30,7 +30,7 @@ from .precision import autocast_dtype
 # 8,192 in fp32. The larger products ran faster than 512-row chunks on both 2-core CPUs measured: on a Xeon with
 # AMX, bf16 2,048 rows (a cpu-preset step 0.168 against 0.175 s, in turns); on an AMD EPYC (Zen 4) held to AVX2,
 # fp32 1,024 rows (about 2 % a step, in turns; the run-to-run spread is about as large). 16 MB stays under the
-# 32 MB that cpu_memory keeps in the heap (a larger buffer would page-fault). A floor of rows holds at large
+# 32 MB that kernels/memory.py keeps in the heap (a larger buffer would page-fault). A floor of rows holds at large
 # vocabularies: each chunk adds its product into W_U's gradient, a pass over [d_model, d_vocab] in fp32, and the
 # faster the products (bf16), the more rows a pass must serve to stay small beside them (at GPT-2's 50,257 tokens
 # 16 MB would be 83 fp32 rows: 99 passes over 154 MB a step). GPU: larger chunks keep the kernels busy

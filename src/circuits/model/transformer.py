@@ -96,9 +96,9 @@ class Block(nn.Module):
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]: x_{l+1}
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        x = self.hook_resid_pre(x)
-        out = self.hook_attn_out(self.attn(x, pos, v_input=self.hook_v_input(x)))
-        return self.hook_resid_post(x + out)
+        x = self.hook_resid_pre(x)  # x_l
+        out = self.attn(x, pos, v_input=self.hook_v_input(x))  # Σ_h h(x_l)
+        return self.hook_resid_post(x + self.hook_attn_out(out))  # x_{l+1}
 
 
 class Embed(nn.Module):
@@ -149,13 +149,13 @@ class AttnOnlyTransformer(nn.Module):
         """Logits [batch, pos, d_vocab] of tokens [batch, pos]; with ``targets`` [batch, pos], the mean
         next-token cross-entropy instead, computed without forming the logits."""
         tokens = self.check_tokens(tokens)
-        x = self.hook_embed(self.embed(tokens))  # x_0 = W_E[t]          [batch, pos, d_model]
-        pos = self.hook_pos_embed(self.pos_embed(tokens.shape[1]))  # p  [pos, d_model]
+        x = self.hook_embed(self.embed(tokens))  # x_0 = W_E[t]: [batch, pos, d_model]
+        pos = self.hook_pos_embed(self.pos_embed(tokens.shape[1]))  # p: [pos, d_model]
         for block in self.blocks:
             x = block(x, pos)  # x_{l+1} = x_l + Σ_h h(x_l)
         x = self.hook_resid_final(x)
         if targets is None:
-            return self.unembed(x)  # x_L W_U
+            return self.unembed(x)  # logits x_L W_U: [batch, pos, d_vocab]
         return kernels.unembed_cross_entropy(x, self.unembed.W_U, targets)
 
     @contextlib.contextmanager

@@ -40,6 +40,13 @@ from .setup import autocast, distributed_setup, effective_precision, make_optimi
 LOG_EVERY = 10  # steps between train-loss rows in log.jsonl
 
 
+def data_label(data_cfg: DataConfig | None) -> str | None:
+    """Which data trained the model, as its log records it: ``"openwebtext (/data/owt), gpt2"``."""
+    if data_cfg is None:
+        return None
+    return f"{data_cfg.corpus}{f' ({data_cfg.path})' if data_cfg.path else ''}, {data_cfg.tokenizer}"
+
+
 class TrainingDiverged(RuntimeError):
     """A step's loss or gradient norm was not finite; the run stopped before the optimizer moved."""
 
@@ -103,6 +110,7 @@ def evaluate(model: AttnOnlyTransformer, val_tokens: np.ndarray, cfg: TrainConfi
     return row
 
 
+@torch.enable_grad()  # callers (the book's notebooks) may have switched gradients off
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.ndarray],
           run_dir: str | Path, data_cfg: DataConfig | None = None, resume: bool = True,
           progress: bool = True, stop_at_step: int | None = None,
@@ -174,7 +182,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tokens: dict[str, np.n
             losses = []
             if is_eval:
                 row.update(evaluate(model, tokens["validation"], train_cfg, repeated, device),
-                           precision=precision, data=data_cfg and f"{data_cfg.corpus}/{data_cfg.tokenizer}")
+                           precision=precision, data=data_label(data_cfg))
                 bar.set_postfix(val=f"{row['val_loss']:.3f}",
                                 pm=f"{row.get('prefix_matching_best', 0):.2f}")
             rows.append(row)

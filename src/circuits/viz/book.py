@@ -12,6 +12,14 @@ Every notebook starts with::
 
     from circuits.viz.book import setup_plotly
     setup_plotly()
+
+and puts a figure under a caption by gluing it (``glue_figure``), then, in markdown::
+
+    ```{glue:figure} fig-name
+    :name: fig-name
+
+    What to look at, and what the paper shows.
+    ```
 """
 
 from __future__ import annotations
@@ -56,3 +64,34 @@ def setup_plotly() -> str:
                                                            "responsive": True})
     pio.renderers.default = f"plotly_mimetype+{RENDERER_NAME}"
     return pio.renderers.default
+
+
+class _Glued:
+    """A figure or table as a mimebundle, so that myst-nb's ``glue`` stores it: plotly figures display
+    themselves (``_ipython_display_``), which bypasses the metadata ``glue`` attaches."""
+
+    def __init__(self, bundle: dict):
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.bundle
+
+
+def figure_bundle(fig) -> _Glued:
+    """``fig`` (plotly) in the book's offline form, ready for ``glue``."""
+    bundle = BookHtmlRenderer(config={"displaylogo": False, "responsive": True}).to_mimebundle(fig.to_dict())
+    return _Glued(bundle)
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue a plotly figure under ``name`` for a ``{glue:figure}`` directive (a figure with a caption)."""
+    from myst_nb import glue
+
+    glue(name, figure_bundle(fig), display=False)
+
+
+def glue_html(name: str, html: str) -> None:
+    """Glue an HTML snippet (a table, a widget) under ``name``."""
+    from myst_nb import glue
+
+    glue(name, _Glued({"text/html": html}), display=False)
