@@ -3,12 +3,12 @@ with its plain-torch path, in turns, in one process on this CPU.
 
 A kernel stays only where it saves at least 15 % of the step (or scan) on the CPUs it targets (issue 21; the
 table of 2026-12-07 in benchmarks/HISTORY.md). Kept today: the C attention (``circuits.kernels.cpu_attention``,
-AVX2 / AVX-512 / AMX) and the AMX group-maximum scan (``circuits.kernels.group_max``, only on CPUs with AMX).
+AVX-512 and AMX) and the AMX group-maximum scan (``circuits.kernels.group_max``, only on CPUs with AMX).
 
     python benchmarks/kernel_value.py [--preset cpu] [--rounds 6] [--steps 3] [--set KEY=VALUE ...] [--no-scan]
 
-Hold it to AVX2 (the fp32-only CPUs' class) with
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 CIRCUITS_CPU_BF16=0``.
+Held to AVX2 (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+CIRCUITS_CPU_BF16=0``, the fp32-only CPUs' class) no C kernel runs any more and both contenders are torch's.
 Last line: ``attention_saves=<fraction> scan_saves=<fraction or n/a>``.
 """
 

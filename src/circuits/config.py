@@ -139,13 +139,13 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
         # a 4,096-token BPE: the unembedding was 73 % of the FLOPs at 8,192, and halving it brought an
-        # induction head within 30 min on an fp32-only (AVX2) CPU too (README, trials 8 and 12)
+        # induction head within 30 min on an fp32-only (AVX2) CPU too (benchmarks/HISTORY.md, trials 8 and 12)
         data=DataConfig(corpus="embedded", tokenizer="bpe4k"),
         # 12 heads of 32 (trial 18): with 8 an induction head grew for 12 of 16 seeds, with 12 for 15 of 16
-        # (README, trials 14, 17 and 19), at 22 % more FLOPs a token (about 27-29 min instead of 23 on AVX2, estimated)
+        # (benchmarks/HISTORY.md, trials 14, 17 and 19), at 22 % more FLOPs a token (about 27-29 min instead of 23 on AVX2, estimated)
         d_model=256, n_heads=12, d_head=32, n_ctx=256, d_vocab=4096,
         # weight decay 0.01 and unit-std W_E/W_pos: with GPT-2's 0.02 init and decay 0.1 no
-        # previous-token head formed in 24 M tokens; with both it forms by ~6 M (README, trials)
+        # previous-token head formed in 24 M tokens; with both it forms by ~6 M (benchmarks/HISTORY.md, trials)
         # eval_batches 8: 256 validation windows an evaluation, for the loss-by-position and ICL curves of the
         # phase change (an fp32 evaluation batch takes 0.38 s here: 3 s an evaluation, 49 in a 2L run)
         train=TrainConfig(batch_size=32, total_tokens=24_000_000, lr=5e-3, warmup_steps=100,

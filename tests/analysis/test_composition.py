@@ -113,3 +113,9 @@ def test_k_composition_and_virtual_ov_circuits(tiny_cfg):
     ov2, qk2 = paper_matrices(model, 1, 3)
     torch.testing.assert_close(k_composition_circuit(model, 0, 2, 1, 3).dense(), W_E.T @ qk2 @ ov1 @ W_E)
     torch.testing.assert_close(virtual_ov_circuit(model, 0, 2, 1, 3).dense(), W_U @ ov2 @ ov1 @ W_E)
+
+
+def test_composes_is_a_multiple_of_the_baseline():
+    from circuits.analysis.composition import COMPOSES, composes
+
+    assert composes(COMPOSES * 0.1, 0.1) and not composes(COMPOSES * 0.1 - 1e-6, 0.1)

@@ -9,7 +9,9 @@ import torch
 
 from circuits.analysis.circuits import bilinear_scores
 from circuits.analysis.composition import k_composition_circuit
-from circuits.analysis.induction import induction_eigenvalues, induction_positivity, previous_token_head
+from circuits.analysis.induction import (induction_eigenvalues, induction_positivity, offset_profile,
+                                         attends_over_several_tokens, previous_token_head, recent_mass,
+                                         several_token_heads)
 from circuits.config import ModelConfig
 from circuits.metrics.olsson import previous_token_scores
 from circuits.model.transformer import AttnOnlyTransformer
@@ -76,3 +78,49 @@ def test_induction_positivity_and_eigenvalues_match_dense(tiny_cfg):
         induction_positivity(model, prev, layer=0)
 
 
+
+
+def test_offset_profile_matches_a_loop(tiny_cfg):
+    model = make_model(tiny_cfg, init_std=0.2)
+    text = tokens_for(tiny_cfg, batch=3)
+    k = 5
+    got = offset_profile(model, text, layer=1, max_offset=k)
+    _, cache = model.run_with_cache(text)
+    A = cache["blocks.1.attn.hook_pattern"]  # [b, H, dst, src]
+    n = text.shape[1]
+    want = torch.zeros(tiny_cfg.n_heads, k + 2)
+    for t in range(k, n):
+        for s in range(t + 1):
+            d = t - s
+            want[:, min(d, k + 1)] += A[:, :, t, s].mean(0)
+    want /= n - k
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(recent_mass(got, 3), want[:, 1:4].sum(-1))
+    torch.testing.assert_close(offset_profile(model, text, layer=1, max_offset=k, cache=cache), got)
+    with pytest.raises(ValueError, match="max_offset"):
+        offset_profile(model, text, max_offset=n)
+
+
+def test_offset_profile_finds_the_previous_token_head():
+    model = previous_token_model(prev=3)
+    text = tokens_for(model.cfg, batch=4)
+    profile = offset_profile(model, text, max_offset=4)
+    assert float(profile[3, 1]) > 0.99 and int(profile[:, 1].argmax()) == 3
+
+
+def test_several_token_heads_rule():
+    def profile(rows):  # offsets 0..4 and "further"; each row sums to 1
+        return torch.tensor(rows, dtype=torch.float64)
+
+    rows = [[0.0, 0.95, 0.05, 0.0, 0.0, 0.0],  # 0: previous-token head: one offset, not several
+            [0.1, 0.25, 0.2, 0.2, 0.15, 0.1],  # 1: spread over the last 4 tokens (0.8 of its attention)
+            [0.9, 0.05, 0.0, 0.0, 0.0, 0.05],  # 2: present token
+            [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # 3: far back
+            [0.2, 0.2, 0.15, 0.1, 0.1, 0.25]]  # 4: spread, 0.55 on the last 4 tokens
+    assert several_token_heads(profile(rows), k=4) == [1, 4]  # most attention on those tokens first
+    assert attends_over_several_tokens(profile(rows), k=4).tolist() == [False, True, False, False, True]
+    narrow = [0.1, 0.1, 0.6, 0.05, 0.05, 0.1]  # mostly one offset: not "several tokens"
+    far = [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]  # spread, but most attention further back
+    assert not bool(attends_over_several_tokens(profile([narrow]), k=4)[0])
+    assert not bool(attends_over_several_tokens(profile([far]), k=4)[0])
+    assert several_token_heads(profile(rows), k=2) == []  # over 2 tokens, head 1 has 0.45 < 0.5

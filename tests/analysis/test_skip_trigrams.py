@@ -19,7 +19,8 @@ from circuits.analysis.skip_trigram_bugs import (BigramCounts, crossed_pairs, fi
                                         positions_after, skip_trigram_counts, skip_trigram_effect, text_contexts)
 from circuits.analysis.skip_trigrams import (attention_preference, centered, column_maxima, column_top, dump_frame,
                                     eigenvalue_radius, frequent_token_ids, rank_in_column, restrict,
-                                    skip_trigram_table, strongest_sources, token_dump, token_variants, variant_ranks)
+                                    skip_trigram_support, skip_trigram_table, split_words, strongest_sources,
+                                    token_dump, token_variants, variant_ranks)
 
 
 def make_model(cfg, n_layers=1, init_std=0.3, seed=0):
@@ -59,6 +60,18 @@ def test_centered_matches_dense(over):
     torch.testing.assert_close(centered(fm, -2, over).dense(), M - M[..., o, :].mean(-2, keepdim=True))
     with pytest.raises(ValueError):
         centered(fm, 0)
+
+
+def test_attention_preference_of_some_rows_only():
+    fm = random_fm(m=30, n=30, seed=3)
+    w = torch.rand(30)
+    w /= w.sum()
+    rows = torch.tensor([4, 0, 17, 29])
+    full = attention_preference(fm, w).dense()
+    part = attention_preference(fm, w, chunk_rows=3, rows=rows).dense()
+    torch.testing.assert_close(part[:, rows], full[:, rows], rtol=1e-5, atol=1e-5)
+    others = torch.tensor([i for i in range(30) if i not in rows.tolist()])
+    torch.testing.assert_close(part[:, others], fm.dense()[:, others])  # raw scores elsewhere
 
 
 def test_attention_preference_matches_dense():
@@ -126,14 +139,53 @@ def test_strongest_sources_column_top_and_ranks_match_dense():
 def test_skip_trigram_table_lists_each_sources_top_entries():
     ov, qk = random_fm(m=30, n=30, seed=1), random_fm(m=30, n=30, seed=2)
     allowed = torch.arange(0, 30, 2)
-    table = skip_trigram_table(ov, qk, allowed, decode, n_sources=2, k=3)
+    table = skip_trigram_table(ov, qk, allowed, n_sources=2, k=3)
     assert len(table) == 3 * 2 and table["head"].tolist() == [0, 0, 1, 1, 2, 2]
     row = table.iloc[3]
-    s = int(row["source id"])
-    outs = allowed[ov.dense()[1, allowed, s].topk(3).indices].tolist()
-    dsts = allowed[qk.dense()[1, allowed, s].topk(3).indices].tolist()
-    assert row["top outputs (OV)"] == ", ".join(repr(decode(i)) for i in outs)
-    assert row["top destinations (QK)"] == ", ".join(repr(decode(i)) for i in dsts)
+    s = int(row["source"])
+    assert s in allowed.tolist()
+    assert row["max OV"] == pytest.approx(float(ov.dense()[1, allowed, s].max()), rel=1e-5)
+    assert row["outputs"] == allowed[ov.dense()[1, allowed, s].topk(3).indices].tolist()
+    assert row["destinations"] == allowed[qk.dense()[1, allowed, s].topk(3).indices].tolist()
+
+
+def test_skip_trigram_support_matches_dense():
+    ov, qk = random_fm(m=30, n=30, seed=5), random_fm(m=30, n=30, seed=6)
+    allowed = torch.tensor([1, 2, 4, 8, 9, 15, 16, 23, 29])
+    source, dest, out = 9, 4, 16
+    got = skip_trigram_support(ov, qk, source, dest, out, allowed)
+    OV, QK = ov.dense(), qk.dense()
+    for h in range(3):
+        col = OV[h, allowed, source]
+        assert int(got["ov rank"][h]) == 1 + int((col > OV[h, out, source]).sum())
+        assert float(got["ov logit"][h]) == pytest.approx(float(OV[h, out, source] - col.mean()), abs=1e-5)
+        qcol = QK[h, allowed, source]
+        assert int(got["qk rank"][h]) == 1 + int((qcol > QK[h, dest, source]).sum())
+        assert float(got["qk value"][h]) == pytest.approx(float(QK[h, dest, source]), abs=1e-5)
+    # several skip-trigrams in one pass: column i is the single call for trigram i
+    sources, dests, outs = torch.tensor([9, 2, 23]), torch.tensor([4, 29, 1]), torch.tensor([16, 8, 23])
+    batch = skip_trigram_support(ov, qk, sources, dests, outs, allowed)
+    for i in range(3):
+        one = skip_trigram_support(ov, qk, int(sources[i]), int(dests[i]), int(outs[i]), allowed)
+        for key in one:
+            assert batch[key].shape == (3, 3)
+            torch.testing.assert_close(batch[key][:, i], one[key])
+
+
+def test_split_words_finds_words_that_split_without_their_space():
+    vocab = {1: " Ralph", 2: "R", 3: "alph", 4: " the", 5: " Ann", 6: " Emma", 7: "Emma", 8: " wombat", 9: " Wo1f"}
+    ids = {t: i for i, t in vocab.items()}
+
+    def encode(text):  # greedy longest match over the toy vocabulary
+        out = []
+        while text:
+            piece = max((t for t in vocab.values() if text.startswith(t)), key=len)
+            out.append(ids[piece])
+            text = text[len(piece):]
+        return out
+
+    # " Ralph" splits as "R", "alph"; " Emma" has "Emma"; " Ann" is short; " wombat" is lower case; " Wo1f" not alpha
+    assert split_words(list(vocab), vocab.__getitem__, encode) == [(1, 2, 3)]
 
 
 def test_token_variants_and_their_ranks():
@@ -289,6 +341,12 @@ def test_token_dump_matches_dense_topk(tiny_cfg):
         assert dump[name].shape == (tiny_cfg.n_heads, tiny_cfg.d_vocab, 4)
         torch.testing.assert_close(dump[f"{name}_value"], top.values)
         assert torch.equal(dump[name], cand[top.indices])
+    some = torch.tensor([9, 2, 5])
+    part = token_dump(ov_circuit(model, 0), qk_circuit(model, 0), cand, k=4, chunk_rows=2, tokens=some)
+    for name in want:
+        assert part[name].shape == (tiny_cfg.n_heads, 3, 4)
+        assert torch.equal(part[name], dump[name][:, some])
+        torch.testing.assert_close(part[f"{name}_value"], dump[f"{name}_value"][:, some])
     counts = np.arange(tiny_cfg.d_vocab)
     frame = dump_frame(dump, decode, counts)
     assert len(frame) == tiny_cfg.n_heads * tiny_cfg.d_vocab

@@ -114,3 +114,11 @@ def test_virtual_head_effects_remove_exactly_one_term(tiny_cfg):
         assert float(eff["loss"][h1, h2]) == pytest.approx(float(loss_fn(rest, y)) - base, abs=1e-4)
         term = terms[paths.index(path)]
         assert float(eff["norm"][h1, h2]) == pytest.approx(float(term.norm(dim=-1).mean()), rel=1e-5)
+
+
+def test_gap_shares_sum_to_one(tiny_cfg):
+    model, w = make_model(tiny_cfg), windows_for(tiny_cfg)
+    ti = term_importance(model, w)
+    assert ti.gap == pytest.approx(ti.uniform - ti.model_loss)
+    assert sum(ti.gap_shares) == pytest.approx(1.0, abs=1e-5)
+    assert ti.gap_shares[0] == pytest.approx(ti.marginal[0] / ti.gap)

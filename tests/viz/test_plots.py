@@ -39,3 +39,23 @@ def test_line_chart_has_one_trace_per_series():
     fig = line_chart([1, 2, 3], {"a": [3, 2, 1], "b": [1, 1, 1]}, "t", "x", "y", log_x=True)
     assert [t.name for t in fig.data] == ["a", "b"] and fig.data[0].y == (3.0, 2.0, 1.0)
     assert fig.layout.xaxis.type == "log"
+
+
+def test_eigenvalue_planes_draws_axes_and_reference_in_every_panel():
+    from circuits.viz.plots import eigenvalue_planes
+
+    fig = eigenvalue_planes([[1.0, -0.5]] * 3, [[0.0, 0.2]] * 3, [["a", "b"]] * 3, ["h0", "h1", "h2"], "t",
+                            reference=0.7, cols=2)
+    shapes = fig.layout.shapes
+    assert len(shapes) == 3 * 3 and sum(s.type == "circle" for s in shapes) == 3
+    assert {s.xref for s in shapes if s.type == "circle"} == {"x", "x2", "x3"}
+    assert len(fig.data) == 3 and list(fig.data[0].marker.color) == ["#d62728", "#1f77b4"]
+
+
+def test_annotated_heatmap_writes_every_value():
+    from circuits.viz.plots import annotated_heatmap
+
+    fig = annotated_heatmap([[0.0, 0.25], [1.0, 0.5]], ["a", "b"], ["x", "y"], "t", "col", "row", decimals=2)
+    trace = fig.data[0]
+    assert trace.text[1][0] == "1.00" and trace.zmin == 0 and trace.zmax == 1.0
+    assert list(trace.y) == ["a", "b"] and fig.layout.yaxis.autorange == "reversed"

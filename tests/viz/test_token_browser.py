@@ -11,6 +11,7 @@ import torch
 
 from circuits.viz.html import extract_data
 from circuits.viz.token_browser import JS_CORE, browser_data, browser_html, display_browser
+from circuits.viz.tokens import show_token
 
 NODE = shutil.which("node")
 WORDS = [" the", "Elizabeth", " Elizabeth", "\n", "</script><b>&", " elizabeth", "x", " of", " Darcy", "y"]
@@ -43,18 +44,29 @@ def test_data_round_trips_and_html_is_self_contained():
     assert "circuits-tokens-" in display_browser(data).data
 
 
+def test_data_for_a_dump_of_some_tokens_only():
+    full = fake_dump(V=10)
+    some = [7, 2, 5]
+    partial = {name: t[:, some] for name, t in full.items()}  # what token_dump(..., tokens=some) returns
+    counts = np.arange(10)
+    want = browser_data(full, [5, 7], WORDS.__getitem__, counts)
+    assert browser_data(partial, [5, 7], WORDS.__getitem__, counts, dump_tokens=some) == want
+
+
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 def test_js_find_and_lists():
     data = browser_data(fake_dump(), list(range(10)), WORDS.__getitem__, np.ones(10))
     script = JS_CORE + "var D = " + json.dumps(data) + ";\nconsole.log(JSON.stringify(" \
         "[tbFind(D, 'elizabeth', 10), tbFind(D, ' Elizabeth', 10), tbFind(D, '', 3), tbFind(D, 'zzz', 5), " \
-        "tbList(D, 4, 2, 1), tbShow('a\\nb')]));"
+        "tbList(D, 4, 2, 1), tbShow('a\\nb'), tbShow(' x\\t'), tbShow(''), tbFind(D, '·darcy', 5)]));"
     out = json.loads(subprocess.run([NODE, "-e", script], capture_output=True, text=True, check=True).stdout)
     assert out[0] == [1, 2, 5]  # all three are exact matches once stripped and lower-cased
     assert out[1] == [1, 2, 5]
     assert out[2] == [0, 1, 2] and out[3] == []
     assert out[4] == [data["names"][x] for x in data["rows"][4][2][(2 * 2 + 1) * 3:(2 * 2 + 2) * 3]]
-    assert out[5] == '"a\\nb"'
+    assert out[5] == show_token("a\nb") == "a↵b"  # the marks of viz.tokens, never a JSON string
+    assert out[6] == show_token(" x\t") and out[7] == show_token("") == "∅"
+    assert out[8] == [8]  # a reader may type the marks: "·darcy" finds " Darcy"
 
 
 FAKE_DOM = r"""
@@ -91,7 +103,7 @@ def test_ui_filters_and_switches_heads_under_a_fake_dom():
     out = json.loads(subprocess.run([NODE, "-e", harness], capture_output=True, text=True, check=True).stdout)
     assert out["options"] == 3  # all, 0, 1
     assert out["n0"] == 20 and out["n1"] == 2 and out["n2"] == 1  # 10 tokens x 2 heads; " Darcy" x 2 heads; 1 head
-    assert out["first"][0] == '" Darcy"' and out["first"][1] == "8" and out["first"][2] == "0"
-    assert out["one"][2] == "1" and out["one"][3] == "  ".join(json.dumps(data["names"][x])
+    assert out["first"][0] == "·Darcy" and out["first"][1] == "8" and out["first"][2] == "0"
+    assert out["one"][2] == "1" and out["one"][3] == "  ".join(show_token(data["names"][x])
                                                               for x in data["rows"][8][2][3:6])
     assert out["info"].startswith("1 token shown")

@@ -6,5 +6,7 @@
 - ``bigrams`` (zero layers); ``path_expansion``, ``skip_trigrams``, ``skip_trigram_bugs``, ``positional``
   (one layer); ``composition``, ``induction``, ``term_importance``, ``virtual_heads`` (two layers);
   ``ablation`` (knock-outs through hook points); ``patterns`` (attention as data for figures).
+- ``basis`` (rotating the residual stream: no privileged basis); ``qk_paths`` (a later layer's attention scores
+  expanded over what wrote its queries and keys: Q- and K-composition).
 - ``scan``: exact top-k tables of a whole d_vocab x d_vocab circuit without building it.
 """

@@ -1,8 +1,10 @@
 """Knocking heads out (Olsson et al.'s "Argument 3", and the paper's ablations), through the model's hook points.
 
-An ablated head's output, its slice of ``blocks.{l}.attn.hook_result`` [batch, pos, head, d_model], is replaced
-by zeros (``mode="zero"``, the same as zeroing its W_O) or by its mean output over a batch of text (``"mean"``).
-Later layers then read the changed residual stream, so their patterns change too. ``ablate`` attaches the hooks
+An ablated head's output is replaced by zeros (``mode="zero"``, the same as zeroing its W_O) or by its mean output
+over a batch of text (``"mean"``). Both act on what the head read, its slice of ``blocks.{l}.attn.hook_z``
+[batch, pos, head, d_head]: the output z W_O is linear in it, so zeroing z zeroes the output and the mean z gives
+the mean output, and the model keeps its fused attention. Later layers then read the changed residual stream,
+so their patterns change too. ``ablate`` attaches the hooks
 while a block of code runs, so any measurement of ``circuits.metrics`` (prefix matching, per-token loss, ICL
 score) applies unchanged to the ablated model:
 
@@ -48,16 +50,16 @@ def ablation_hooks(model: AttnOnlyTransformer, heads, mode: str = "zero",
     hooks = []
     for layer in sorted({l for l, _ in heads}):
         mine = sorted(h for l, h in heads if l == layer)
-        means = ({h: ref[f"blocks.{layer}.attn.hook_result"][:, :, h].mean(dim=(0, 1)) for h in mine}
+        means = ({h: ref[f"blocks.{layer}.attn.hook_z"][:, :, h].mean(dim=(0, 1)) for h in mine}
                  if mode == "mean" else {})
 
-        def replace(result: torch.Tensor, name: str, mine=mine, means=means) -> torch.Tensor:
-            result = result.clone()
+        def replace(z: torch.Tensor, name: str, mine=mine, means=means) -> torch.Tensor:
+            z = z.clone()
             for h in mine:
-                result[:, :, h] = means.get(h, 0.0)
-            return result
+                z[:, :, h] = means.get(h, 0.0)  # [batch, pos, d_head] of head h
+            return z
 
-        hooks.append((f"blocks.{layer}.attn.hook_result", replace))
+        hooks.append((f"blocks.{layer}.attn.hook_z", replace))
     return hooks
 
 

@@ -1,6 +1,6 @@
 """Composition between heads of different layers (paper "Two-layer transformers").
 
-Column-vector matrices throughout (``circuits.circuits``): W_OV^{h1} of an earlier head h1,
+Column-vector matrices throughout (``analysis.circuits``): W_OV^{h1} of an earlier head h1,
 W_QK^{h2} and W_OV^{h2} of a later head h2, all d_model x d_model. In the order of the paper's
 errata:
 
@@ -12,7 +12,7 @@ errata:
 x_dst = W_OV^{h1} y the query side reads W_OV^{h1 ᵀ} W_QK, whose norm is that of W_QKᵀ W_OV^{h1}.)
 TransformerLens's ``all_composition_scores`` forms the transposed products of its row-vector
 matrices (``OV @ QK``, ``OV @ QK.T``, ``OV_h1 @ OV_h2``); transposes keep Frobenius norms, so the
-numbers agree (``tests/test_interop.py``). The paper subtracts the mean score of random matrices
+numbers agree (``tests/model/test_interop.py``). The paper subtracts the mean score of random matrices
 of the same shapes: ``composition_baseline``.
 """
 
@@ -66,6 +66,15 @@ def composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: 
                               torch.randn(n_samples, d_head, d_model, generator=gen, dtype=torch.float64))
 
     return float(composition_score(sample(), sample()).mean())
+
+
+COMPOSES = 2.0  # a pair "composes" when its score is at least this multiple of the random baseline
+
+
+def composes(score: float, baseline: float) -> bool:
+    """Whether a composition score marks real composition: at least ``COMPOSES`` times the random baseline
+    (``composition_baseline``). The paper reads its figure by eye; this is our stated rule for the same reading."""
+    return float(score) >= COMPOSES * baseline
 
 
 def k_composition_circuit(model: AttnOnlyTransformer, layer1: int, head1: int, layer2: int, head2: int) -> FactoredMatrix:

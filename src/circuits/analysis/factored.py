@@ -12,7 +12,7 @@ questions about ``M = A @ B`` from the factors, in time and memory linear in m +
     block, entries  only the requested rows and columns are multiplied out
 
 Leading dimensions (heads, layers) broadcast as in ``torch.matmul``. Tests compare every method
-with the dense ``A @ B`` on small sizes (``tests/test_factored.py``).
+with the dense ``A @ B`` on small sizes (``tests/analysis/test_factored.py``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ head, ``W_Eᵀ W_QK^{h2} W_OV^{h_prev} W_E``, has mostly positive eigenvalues (a
 position after an earlier copy of itself); and it copies: its OV circuit ``W_U W_OV^{h2} W_E`` has mostly
 positive eigenvalues. No head index is ever hard-coded: the previous-token head is the layer-0 head with the
 highest previous-token score.
+
+The paper's erratum adds a second layer-0 partner: in the corrected composition figure two of the induction heads
+also compose with "a layer-0 head that attends over the last several tokens". ``offset_profile`` measures where
+each head attends by distance on real text, and ``several_token_heads`` picks such heads by a stated rule.
 """
 
 from __future__ import annotations
@@ -23,6 +27,54 @@ from .composition import k_composition_circuit
 def previous_token_head(model: AttnOnlyTransformer, text: torch.Tensor) -> Head:
     """The layer-0 head with the highest previous-token score ``mean_i A[i, i-1]`` on ``text`` [batch, pos]."""
     return 0, int(previous_token_scores(model, text)[0].argmax())
+
+
+RECENT_TOKENS = 8  # "the last several tokens" of the erratum: the sources 1 to 8 positions before the destination
+SPREAD_SHARE = 0.5  # a head "attends over the last several tokens" when at least this share of its attention
+# falls on those sources and no single one of them takes more than this share of that part
+
+
+@torch.no_grad()
+def offset_profile(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: int = 0,
+                   max_offset: int = RECENT_TOKENS, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Where each head of ``layer`` attends, by distance, on text ``tokens`` [batch, pos]: [n_heads, max_offset + 2].
+
+    Column d (0 <= d <= max_offset) is the mean attention ``A[t, t - d]`` (d = 0: the present token, 1: the
+    previous one); the last column is the rest, ``sum_{d > max_offset} A[t, t - d]``. Means over the batch
+    and the destinations t >= max_offset (where every offset exists), so each row sums to 1. ``cache``: the
+    forward pass on ``tokens`` if one was already run.
+    """
+    n = tokens.shape[-1]
+    if not 0 <= max_offset < n:
+        raise ValueError(f"max_offset must be in [0, {n - 1}] for sequences of {n} tokens, got {max_offset}")
+    if cache is None:
+        _, cache = model.run_with_cache(tokens)
+    A = cache[f"blocks.{layer}.attn.hook_pattern"]  # [batch, head, dst, src]
+    near = torch.stack([A.diagonal(offset=-d, dim1=-2, dim2=-1)[..., max_offset - d:].mean(dim=(0, 2))
+                        for d in range(max_offset + 1)], dim=-1)  # [head, max_offset + 1]
+    return torch.cat([near, (1 - near.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
+
+
+def recent_mass(profile: torch.Tensor, k: int = RECENT_TOKENS) -> torch.Tensor:
+    """Attention on the ``k`` tokens before the destination (offsets 1..k) from ``offset_profile``, [n_heads]."""
+    return profile[..., 1:k + 1].sum(-1)
+
+
+def attends_over_several_tokens(profile: torch.Tensor, k: int = RECENT_TOKENS) -> torch.Tensor:
+    """The erratum's "attends over the last several tokens", for each row of ``offset_profile`` [n_heads, ...]:
+    at least ``SPREAD_SHARE`` of the head's attention on the ``k`` tokens before the destination, and no single
+    one of them holding more than ``SPREAD_SHARE`` of that part (so the attention is spread, not a
+    previous-token head). A rule we state; the paper describes the head in words only. Returns bool [n_heads]."""
+    mass = recent_mass(profile, k)
+    return (mass >= SPREAD_SHARE) & (profile[..., 1:k + 1].amax(-1) <= SPREAD_SHARE * mass)
+
+
+def several_token_heads(profile: torch.Tensor, k: int = RECENT_TOKENS) -> list[int]:
+    """The heads of one layer that attend over the last several tokens (``attends_over_several_tokens``), from
+    ``offset_profile`` [n_heads, ...], the most attention on those tokens first."""
+    mass = recent_mass(profile, k)
+    found = [h for h in range(profile.shape[0]) if bool(attends_over_several_tokens(profile[h], k))]
+    return sorted(found, key=lambda h: -float(mass[h]))
 
 
 def last_layer(model: AttnOnlyTransformer, layer: int | None) -> int:

@@ -9,7 +9,7 @@ head per layer in increasing layer order. For one layer (column vectors, destina
 and for two layers the paths are the direct path, every single head (layer 0 or 1), and every
 virtual head (h1 in layer 0, h2 in layer 1) with pattern ``A^{h2} A^{h1}`` and OV ``W_OV^{h2} W_OV^{h1}``.
 The patterns are frozen from ``run_with_cache``; the sum of all terms equals the model's logits
-(``tests/test_circuits.py``).
+(``tests/analysis/test_circuits.py``).
 
 A path is named by a tuple of (layer, head) pairs: ``()`` the direct path, ``((0, 3),)`` head 0.3,
 ``((0, 7), (1, 4))`` the virtual head 0.7 -> 1.4.

@@ -17,7 +17,7 @@ import torch
 
 from .factored import FactoredMatrix
 from circuits.model.transformer import AttnOnlyTransformer
-from .skip_trigrams import column_top, strongest_sources
+from .skip_trigrams import strongest_sources
 
 
 # ---- measuring skip-trigrams by running the model ---------------------------------------------------
@@ -41,11 +41,20 @@ def text_contexts(tokens: np.ndarray, n: int, prefix_len: int, gap_len: int, see
 
 
 @torch.no_grad()
-def next_token_logprobs(model: AttnOnlyTransformer, sequences: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """log P(next token | sequence) at the last position of each sequence [batch, pos] -> [batch, d_vocab]."""
+def next_token_logprobs(model: AttnOnlyTransformer, sequences: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """log P(next token | sequence) at the last position of each sequence [batch, pos] -> [batch, d_vocab].
+
+    The model's own blocks run over every position; only the last position is unembedded (the unembedding
+    is most of a small model's work, and the other positions' logits are not needed).
+    """
     sequences = torch.as_tensor(sequences, dtype=torch.long)
-    out = [model(sequences[i:i + batch_size])[:, -1].float().log_softmax(-1)
-           for i in range(0, len(sequences), batch_size)]
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        tokens = model.check_tokens(sequences[i:i + batch_size])
+        x, pos = model.embed(tokens), model.pos_embed(tokens.shape[1])  # [b, pos, d_model], [pos, d_model]
+        for block in model.blocks:
+            x = block(x, pos)  # x_{l+1} = x_l + Σ_h h(x_l), as in the model's forward
+        out.append(model.unembed(x[:, -1]).float().log_softmax(-1))  # [b, d_vocab]
     return torch.cat(out)
 
 
@@ -135,20 +144,21 @@ def positions_after(tokens: np.ndarray, source: int, window: int, sparse: bool |
     """Sorted positions i < len - 1 (those with a successor) that have ``source`` among the ``window``
     tokens before them, ``tokens[i - window : i]``.
 
-    Two equivalent methods: ``sparse`` enumerates the windows after each occurrence (fast for rare
-    sources); otherwise a difference array marks the covered positions in one pass over the stream
-    (fast for frequent ones). ``None`` picks by the number of occurrences.
+    Two equivalent methods: ``sparse`` enumerates the windows after each occurrence and sorts them (fast
+    for rare sources); otherwise a mask over the stream marks the ``window`` positions after every
+    occurrence, one shifted write per offset (no sort). ``None`` picks by the number of occurrences.
     """
     stream = np.asarray(tokens)
     N = len(stream)
     at = np.nonzero(stream == source)[0]
     if sparse is None:
-        sparse = len(at) * window < N // 8
+        sparse = len(at) * window < N // 64
     if sparse:
         pos = (at[:, None] + np.arange(1, window + 1)).ravel()
         return np.unique(pos[pos < N - 1])
-    delta = np.bincount(at + 1, minlength=N + window + 1) - np.bincount(at + window + 1, minlength=N + window + 1)
-    covered = np.cumsum(delta[:N - 1]) > 0
+    covered = np.zeros(N, dtype=bool)
+    for k in range(1, window + 1):
+        covered[at[at + k < N - 1] + k] = True
     return np.nonzero(covered)[0]
 
 
@@ -195,9 +205,11 @@ def find_skip_trigram_bugs(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torc
     sources, _ = strongest_sources(ov, allowed, n_sources)
     rows, positions = [], {}
     for h in range(sources.shape[0]):
-        for s in sources[h].tolist():
-            o = column_top(ov[h], s, allowed, n_out)[0].numpy()
-            d = column_top(qk[h], s, allowed, n_dest)[0].numpy()
+        # every source's column at once (one block per circuit): top outputs and top destinations, [k, n_sources]
+        outs = allowed[ov[h].block(allowed, sources[h]).topk(min(n_out, len(allowed)), dim=0).indices]
+        dests = allowed[qk[h].block(allowed, sources[h]).topk(min(n_dest, len(allowed)), dim=0).indices]
+        for j, s in enumerate(sources[h].tolist()):
+            o, d = outs[:, j].numpy(), dests[:, j].numpy()
             if s not in positions:  # a source strong in several heads is looked up once
                 positions[s] = positions_after(tokens, s, window)
             n_dest_s, n_pair = skip_trigram_counts(tokens, s, d, o, window, positions[s])

@@ -1,6 +1,9 @@
-"""One-layer transformers: skip-trigram tables, tokenisation variants and the per-token dump (paper
-"One-Layer Attention-Only Transformers"; the bugs are in ``skip_trigram_bugs``, positional heads in
-``positional_heads``, the loss of each path in ``path_expansion.head_term_losses``).
+"""One-layer transformers: skip-trigram tables (``skip_trigram_table``), how each head supports one named
+skip-trigram (``skip_trigram_support``), copying across tokenisations (``split_words``, ``token_variants``)
+and the per-token dump (paper "One-Layer Attention-Only Transformers"; the bugs are in
+``skip_trigram_bugs``, positional heads in ``positional``, the loss of each path in
+``path_expansion.head_term_losses``). Functions return token ids; the book shows them with
+``circuits.viz.tokens``.
 
 A one-layer model's logits at destination t are exactly (paper eq., column vectors)
 
@@ -66,7 +69,8 @@ def centered(fm: FactoredMatrix, dim: int, over: torch.Tensor | None = None) -> 
 
 
 @torch.no_grad()
-def attention_preference(qk: FactoredMatrix, weights: torch.Tensor, chunk_rows: int = 256) -> FactoredMatrix:
+def attention_preference(qk: FactoredMatrix, weights: torch.Tensor, chunk_rows: int = 256,
+                         rows: torch.Tensor | None = None) -> FactoredMatrix:
     """How much more a destination attends to a source than to a typical token of text, in log units:
 
         P[d, s] = S[d, s] - log Σ_s' w(s') exp(S[d, s'])
@@ -77,19 +81,27 @@ def attention_preference(qk: FactoredMatrix, weights: torch.Tensor, chunk_rows: 
     token drawn from ``w`` (for a long context of such tokens). Positions are ignored. The shift is one number per row,
     so P is a FactoredMatrix of inner dimension k + 1: ``[A, -c] @ [B; 1ᵀ]``.
     Unlike the raw scores, a destination with a long query vector does not top every source's list.
+
+    ``rows`` (destination ids): compute the shift for these rows only; the others keep their raw scores
+    (shift 0). At GPT-2's vocabulary the shift of every row costs d_vocab x n_sources exponentials per head,
+    and the book reads only the frequent destinations.
     """
     w = torch.as_tensor(weights, dtype=qk.dtype)
     keep = (w > 0).nonzero().squeeze(1)
     logw = w[keep].log()
     sub = restrict(qk, cols=keep)
-    c = torch.cat([torch.logsumexp(sub.rows(slice(i, i + chunk_rows)) + logw, dim=-1)
-                   for i in range(0, qk.shape[-2], chunk_rows)], dim=-1)  # [..., m]
+    ids = torch.arange(qk.shape[-2]) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    shift = torch.cat([torch.logsumexp(sub.rows(ids[i:i + chunk_rows]) + logw, dim=-1)
+                       for i in range(0, len(ids), chunk_rows)], dim=-1)  # [..., len(ids)]
+    c = shift if rows is None else torch.zeros(*shift.shape[:-1], qk.shape[-2], dtype=shift.dtype).index_copy_(
+        -1, ids, shift)  # [..., m]
     ones = torch.ones(*qk.B.shape[:-2], 1, qk.shape[-1], dtype=qk.dtype)
     return FactoredMatrix(torch.cat([qk.A, -c[..., :, None]], -1), torch.cat([qk.B, ones], -2))
 
 
 def token_label(decode: Decode, i: int) -> str:
-    """A token as the book prints it: its Python repr, so spaces and newlines are visible."""
+    """A token as its Python repr, for CSV exports (``dump_frame``). The book shows tokens with
+    ``circuits.viz.tokens.show_token`` instead; everything else here returns token ids."""
     return repr(decode(int(i)))
 
 
@@ -139,25 +151,81 @@ def rank_in_column(fm: FactoredMatrix, col: int, row: int, allowed: torch.Tensor
 
 
 @torch.no_grad()
-def skip_trigram_table(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, decode: Decode,
-                       n_sources: int = 5, k: int = 5) -> pd.DataFrame:
+def skip_trigram_table(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, n_sources: int = 5,
+                       k: int = 5) -> pd.DataFrame:
     """One row per (head, strong source): the source's top destinations (largest ``QK[dst, src]``) and
     top outputs (largest ``OV[out, src]``), all among ``allowed``: the head's skip-trigrams
-    ``[source] … [destination] → [out]``.
+    ``[source] … [destination] → [out]`` (paper "Interpretation as skip-trigrams": "searching for large
+    entries in these matrices reveals lots of interesting behavior").
 
-    ov [n_heads, out, src], qk [n_heads, dst, src] (unscaled).
+    ov [n_heads, out, src], qk [n_heads, dst, src]. Returns token ids (the book formats them): columns
+    ``head``, ``source``, ``max OV`` (the source's largest OV entry), ``destinations`` and ``outputs``
+    (lists of k ids, best first).
     """
     sources, best = strongest_sources(ov, allowed, n_sources)
     rows = []
     for h in range(sources.shape[0]):
         for s, v in zip(sources[h].tolist(), best[h].tolist()):
-            dst, dval = column_top(qk[h], s, allowed, k)
-            out, oval = column_top(ov[h], s, allowed, k)
-            rows.append({"head": h, "source": token_label(decode, s), "max OV": v,
-                         "top destinations (QK)": ", ".join(token_label(decode, i) for i in dst.tolist()),
-                         "top outputs (OV)": ", ".join(token_label(decode, i) for i in out.tolist()),
-                         "source id": s})
+            rows.append({"head": h, "source": s, "max OV": v,
+                         "destinations": column_top(qk[h], s, allowed, k)[0].tolist(),
+                         "outputs": column_top(ov[h], s, allowed, k)[0].tolist()})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def skip_trigram_support(ov: FactoredMatrix, qk: FactoredMatrix, source, dest, out,
+                         allowed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How strongly each head implements the skip-trigram ``source … dest → out`` (paper "Interpretation
+    as skip-trigrams": the QK circuit picks (destination, source), the OV circuit (source, out)).
+
+    ``source``, ``dest``, ``out``: token ids, or 1-D tensors of ids (one skip-trigram each, read in one pass).
+    Per head, [n_heads] (or [n_heads, n]): ``ov rank``, the rank (1 = top) of ``out`` among the ``allowed``
+    outputs of the source's OV column (ties count in its favour); ``ov logit``, that entry minus the column's
+    mean over ``allowed`` (a constant per column changes no probability); ``qk rank``, the rank of ``dest``
+    among the ``allowed`` destinations by ``qk[:, source]`` (pass the ``attention_preference``, so that
+    destinations with long queries do not top every column); ``qk value``, ``qk[dest, source]``.
+    """
+    allowed = torch.as_tensor(allowed)
+    single = isinstance(source, int)
+    src, dst, o = (torch.as_tensor([x] if single else x, dtype=torch.long) for x in (source, dest, out))
+    ov_cols, qk_cols = ov.block(allowed, src), qk.block(allowed, src)  # [H, n_allowed, n]
+    ov_val, qk_val = _entry_in(ov, ov_cols, allowed, o, src), _entry_in(qk, qk_cols, allowed, dst, src)  # [H, n]
+    got = {"ov rank": 1 + (ov_cols > ov_val[..., None, :]).sum(-2), "ov logit": ov_val - ov_cols.mean(-2),
+           "qk rank": 1 + (qk_cols > qk_val[..., None, :]).sum(-2), "qk value": qk_val}
+    return {k: v[..., 0] for k, v in got.items()} if single else got
+
+
+def _entry_in(fm: FactoredMatrix, cols: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor,
+              col_ids: torch.Tensor) -> torch.Tensor:
+    """``fm[..., rows[i], col_ids[i]]`` [..., n], read from ``cols`` = ``fm.block(allowed, col_ids)`` where
+    ``rows[i]`` is in ``allowed`` (the same floating-point value the ranks compare with), else computed."""
+    match = allowed[:, None] == rows[None, :]  # [n_allowed, n]
+    found = match.any(0)
+    at = match.float().argmax(0)  # row of allowed holding rows[i] (0 where absent)
+    from_cols = cols.gather(-2, at.expand(*cols.shape[:-2], 1, -1)).squeeze(-2)
+    return torch.where(found, from_cols, fm.entries(rows, col_ids))
+
+
+def split_words(ids: Sequence[int], decode: Decode, encode: Callable[[str], list[int]],
+                min_len: int = 4) -> list[tuple[int, int, int]]:
+    """The paper's copying across tokenisations (paper "Copying / Primitive In-Context Learning"):
+    ``" Ralph" → [" Ralph"]`` is one token but ``"Ralph" → ["R", "alph"]`` is two, and heads attend from
+    the fragment ``"R"`` back to ``" Ralph"`` and predict ``"alph"``: the skip-trigram
+    ``[ Ralph] … [R] → [alph]``.
+
+    For every token among ``ids`` that is a space and a capitalised alphabetic word of at least
+    ``min_len`` letters, and whose word without the space ``encode``s to two or more tokens, returns
+    ``(word token, first piece, second piece)``, in the order of ``ids``.
+    """
+    found = []
+    for i in ids:
+        text = decode(int(i))
+        word = text[1:]
+        if text.startswith(" ") and len(word) >= min_len and word.isalpha() and word[0].isupper():
+            pieces = encode(word)
+            if len(pieces) >= 2:
+                found.append((int(i), int(pieces[0]), int(pieces[1])))
+    return found
 
 
 # ---- tokenisation variants ----------------------------------------------------------------------------
@@ -208,21 +276,23 @@ def variant_ranks(ov: FactoredMatrix, variants: dict[int, list[int]], allowed: t
 
 @torch.no_grad()
 def token_dump(ov: FactoredMatrix, qk: FactoredMatrix, candidates: torch.Tensor, k: int = 5,
-               chunk_rows: int = 128) -> dict[str, torch.Tensor]:
-    """For EVERY token of the vocabulary and every head: its top-k OV outputs (as a source), its top-k
-    QK sources (as a destination) and its top-k QK destinations (as a source), chosen among
-    ``candidates``. Chunked: at most ``chunk_rows`` dense rows per head at a time.
+               chunk_rows: int = 128, tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """For every token of the vocabulary (or of ``tokens``) and every head: its top-k OV outputs (as a
+    source), its top-k QK sources (as a destination) and its top-k QK destinations (as a source), chosen
+    among ``candidates``. Chunked: at most ``chunk_rows`` dense rows per head at a time.
 
     ov [n_heads, out, src] and qk [n_heads, dst, src]: the circuits, or transformed versions of them
-    (``centered``, ``attention_preference``). Returns ids and values, each [n_heads, d_vocab, k]:
-    ``ov_out``/``ov_out_value`` (largest ``ov[out, t]``), ``qk_src``/``qk_src_value`` (largest
-    ``qk[t, src]``), ``qk_dst``/``qk_dst_value`` (largest ``qk[dst, t]``).
+    (``centered``, ``attention_preference``). Returns ids and values, each [n_heads, n, k] with n = d_vocab
+    (row t is token t) or len(tokens) (row i is ``tokens[i]``): ``ov_out``/``ov_out_value`` (largest
+    ``ov[out, t]``), ``qk_src``/``qk_src_value`` (largest ``qk[t, src]``), ``qk_dst``/``qk_dst_value``
+    (largest ``qk[dst, t]``).
     """
     candidates = torch.as_tensor(candidates, dtype=torch.long)
+    t = None if tokens is None else torch.as_tensor(tokens, dtype=torch.long)
     out = {}
-    for name, fm in (("ov_out", restrict(ov, rows=candidates).T),  # rows: sources t, cols: outputs
-                     ("qk_src", restrict(qk, cols=candidates)),  # rows: destinations t, cols: sources
-                     ("qk_dst", restrict(qk, rows=candidates).T)):  # rows: sources t, cols: destinations
+    for name, fm in (("ov_out", restrict(ov, rows=candidates, cols=t).T),  # rows: sources t, cols: outputs
+                     ("qk_src", restrict(qk, rows=t, cols=candidates)),  # rows: destinations t, cols: sources
+                     ("qk_dst", restrict(qk, rows=candidates, cols=t).T)):  # rows: sources t, cols: destinations
         vals, idx = topk_per_row(fm, k, chunk_rows=chunk_rows)
         out[name], out[f"{name}_value"] = candidates[idx], vals
     return out

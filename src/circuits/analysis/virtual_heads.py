@@ -7,7 +7,7 @@ one head with
     OV       W_OV^{h2} W_OV^{h1}, whose full circuit is W_U W_OV^{h2} W_OV^{h1} W_E
 
 This module ranks the pairs by their V-composition score (minus the random baseline) and by what
-they do on real text (``circuits.term_importance.virtual_head_effects``), and summarises one pair.
+they do on real text (``analysis.term_importance.virtual_head_effects``), and summarises one pair.
 """
 
 from __future__ import annotations

@@ -84,3 +84,29 @@ def load_tokenizer(name: str, hub_id: str | None = None) -> PreTrainedTokenizerF
     if fast.eos_token_id is None:
         raise ValueError(f"tokenizer {hub_id or name} has no end-of-text token")
     return fast
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable bytes stand for themselves, the other 68 are
+    moved to the characters from U+0100 on, in byte order (the ``ByteLevel`` pre-tokenizer of all our BPEs)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTES = _byte_level_alphabet()
+
+
+def token_bytes(tokenizer, token: int) -> bytes:
+    """The raw bytes of one token of a byte-level BPE (a token may hold part of a UTF-8 character, which
+    ``decode`` would turn into "\ufffd"); special tokens give their text's bytes."""
+    piece = tokenizer.convert_ids_to_tokens(int(token))
+    if piece in tokenizer.all_special_tokens or any(c not in _BYTES for c in piece):
+        return tokenizer.decode([int(token)]).encode("utf-8")
+    return bytes(_BYTES[c] for c in piece)

@@ -18,7 +18,7 @@ import torch
 from circuits.config import Preset, get_preset
 from circuits.data.batches import iter_eval_batches
 from circuits.data.stats import token_counts
-from circuits.data.tokenizer import load_tokenizer
+from circuits.data.tokenizer import load_tokenizer, token_bytes
 from circuits.data.tokens import preset_tokens
 from circuits.metrics.olsson import random_token_samples, repeated_random_tokens
 from circuits.model.published import model_dir
@@ -26,7 +26,7 @@ from circuits.model.transformer import AttnOnlyTransformer
 from circuits.train.log import read_log
 from circuits.train.runs import ensure_model
 from circuits.viz.book import setup_plotly
-from circuits.viz.tokens import show_token
+from circuits.viz.tokens import show_bytes
 
 from .cache import cached, model_key
 
@@ -45,6 +45,17 @@ class Book:
             self._models[n_layers] = ensure_model(n_layers, self.preset).requires_grad_(False)
         return self._models[n_layers]
 
+    def use_models(self, models: dict[int, AttnOnlyTransformer]) -> "Book":
+        """This book with other models in place of the preset's (one trained elsewhere, say: see
+        ``model.interop.from_hooked_transformer``); every chapter's functions then measure them. Their vocabulary
+        must be this book's tokenizer's."""
+        for n, model in models.items():
+            if model.cfg.n_layers != n or model.cfg.d_vocab != self.preset.d_vocab:
+                raise ValueError(f"a {model.cfg.n_layers}-layer model of vocabulary {model.cfg.d_vocab} cannot stand in "
+                                 f"for this book's {n}-layer model of vocabulary {self.preset.d_vocab}")
+        return Book(self.preset, self.tokens, self.tokenizer, self.counts,
+                    {**self._models, **{n: m.requires_grad_(False) for n, m in models.items()}})
+
     def log(self, n_layers: int) -> list[dict]:
         """The training log of that model: a row every few steps, with evaluations every ``eval_every``."""
         self.model(n_layers)
@@ -54,8 +65,9 @@ class Book:
         return self.tokenizer.decode([int(token)])
 
     def show(self, token: int) -> str:
-        """A token as the reader sees it: spaces and newlines visible (``viz.tokens.show_token``)."""
-        return show_token(self.decode(token))
+        """A token as the reader sees it: spaces and newlines visible, bytes of a split character as ⟨e2⟩
+        (``viz.tokens.show_bytes``)."""
+        return show_bytes(token_bytes(self.tokenizer, token))
 
     def token_id(self, text: str) -> int | None:
         """The id of ``text`` if it is exactly one token of this tokenizer, else None."""

@@ -43,3 +43,13 @@ def section_link(section: str, text: str) -> str:
     """An HTML link from the findings page to ``<docname>#<label>`` (pages sit side by side in the site)."""
     doc, _, label = section.partition("#")
     return f'<a href="{doc}.html#{label}">{text}</a>'
+
+
+VERDICT_COLOURS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not reproduced": "#cf222e"}
+
+
+def verdict_badge(verdict: str) -> str:
+    """A verdict as a small coloured label (HTML) for the findings table."""
+    colour = VERDICT_COLOURS[verdict]
+    return (f'<span style="color: {colour}; border: 1px solid {colour}; border-radius: 0.8em; padding: 0 0.5em; '
+            f'white-space: nowrap; font-weight: 600">{verdict}</span>')

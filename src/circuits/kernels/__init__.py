@@ -10,9 +10,9 @@ and the circuit scans call ``group_max`` (row-wise maxima of column groups of a 
 CPUs where it runs (``cpu_attention``, ``group_max``; compiled on first use by ``build``), torch's fused
 kernels on GPUs, plain torch elsewhere. Tests compare every fast path with its reference. A C kernel stays
 only where it saves at least 15 % of a training step (or a scan) on the CPUs it targets: measured on
-2026-12-07, the attention saves 28 % (AVX-512, bf16) and 18 % (AVX2, fp32); the C cross-entropy rows (9 %),
-the fused residual reads (2 %) and an AVX2 group-maximum kernel (slower than torch) were removed
-(``benchmarks/kernel_value.py``, ``benchmarks/HISTORY.md``).
+2026-12-07, the attention saves 27 % (AVX-512, bf16); its AVX2 build (10-14 % of an fp32 step), the C
+cross-entropy rows (9 %), the fused residual reads (2 %) and an AVX2 group-maximum kernel (slower than torch)
+were removed (``benchmarks/kernel_value.py``, ``benchmarks/HISTORY.md``).
 
 ``precision`` says whether bf16 is fast here; ``memory`` keeps a training process's freed memory for reuse.
 """

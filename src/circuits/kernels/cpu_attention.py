@@ -4,20 +4,21 @@
 
 the attention of ``model.Attention.forward`` (the paper's A^h = softmax*(x^T W_Q^hT W_K^h x), applied
 to V = x W_V^h), reached through ``kernels.causal_attention``. Without it a ``cpu``-preset training step
-took 0.465 s instead of 0.336 s on a 2-core AMD EPYC (Zen 4, bf16), and 0.868 s instead of 0.714 s held to
-AVX2 (fp32): it saves 28 % and 18 % of the step (benchmarks/HISTORY.md, 2026-12-07). The kernel here computes only the causal half (a block
+took 0.524 s instead of 0.384 s on a 2-core AMD EPYC (Zen 4, bf16): it saves 27 % of the step
+(``benchmarks/kernel_value.py``; benchmarks/HISTORY.md, 2026-12-07). The kernel here computes only the causal half (a block
 of query rows reads only the keys before it), keeps the softmax's log-sum-exp for the backward
-instead of the pattern, and runs the small products register-blocked in fp32: AVX-512 where the CPU
-has it, else AVX2 + FMA, on torch's own OpenMP threads (see ``training_kernels.c``). Each (batch, head)
+instead of the pattern, and runs the small products register-blocked in fp32 in AVX-512 vectors, on
+torch's own OpenMP threads (see ``c/attention.c``). Each (batch, head)
 slice is computed by one thread from start to end, so results do not depend on the number of
 threads, and fp32 training stays bit-reproducible. On CPUs with AMX (Xeon 4th gen. on), bf16 tensors
 (training under autocast) take ``attention_amx.h``: the five products on bf16 tiles, the softmax in
 AVX-512, and the computed operands P and dS each split into two bf16 (hi + lo), so that it is as
 accurate as the fp32-vector kernel; a training layer's attention took half the time.
 
-``available(d_head)`` says whether it runs here (x86-64 Linux with AVX2 at least, a C compiler with OpenMP,
-d_head a multiple of 32 with AVX-512 or AMX or of 16 with AVX2, ``$CIRCUITS_C_KERNELS`` not 0); otherwise
-``kernels.causal_attention`` uses torch's kernel. Tests compare both directions with fp64 torch.
+``available(d_head)`` says whether it runs here (x86-64 Linux with AVX-512 or AMX, a C compiler with OpenMP,
+d_head a multiple of 32, ``$CIRCUITS_C_KERNELS`` not 0); otherwise ``kernels.causal_attention`` uses torch's
+kernel. CPUs with AVX2 only run torch's: the AVX2 build of this kernel saved 10-14 % of an fp32 step, below the
+15 % a kernel must save, and was removed. Tests compare both directions with fp64 torch.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ HEADERS = tuple(C_DIR / name for name in ("attention_ops.h", "attention_body.h",
                                           "attention_amx_backward.h", "attention_ops_end.h"))
 # instruction set -> (CPU flags it needs, d_head must be a multiple of this), widest first. "amx" runs
 # bf16 attention on AMX tiles (attention_amx.h; fp32 tensors take the AVX-512 kernel there): 32 columns
-# of bf16 per tile product. The others compute in fp32 vectors: d_head is two vectors of fp32.
+# of bf16 per tile product. "avx512" computes in fp32 vectors: d_head is two vectors of fp32.
 ISAS = {"amx": (("amx_bf16", "amx_tile", "avx512_bf16", "avx512bw", "avx512f", "fma"), 32),
-        "avx512": (("avx512f", "fma"), 32), "avx2": (("avx2", "fma"), 16)}
+        "avx512": (("avx512f", "fma"), 32)}
 
 
 @functools.cache
@@ -60,7 +61,7 @@ def library() -> ctypes.CDLL | None:
 
 def isa() -> str | None:
     """The widest instruction set of ``ISAS`` this CPU has (None: none of them). Capped, as torch's
-    own kernels are, by ``$ATEN_CPU_CAPABILITY`` ("avx2": no AVX-512; "default": none), and for AMX,
+    own kernels are, by ``$ATEN_CPU_CAPABILITY`` ("avx2" or "default": none), and for AMX,
     as oneDNN's matmuls are, by ``$ONEDNN_MAX_CPU_ISA`` (AMX only where it is unset, ALL or names AMX)."""
     return next((name for name in _allowed() if name != "amx" or _amx_granted()), None)
 
@@ -68,7 +69,7 @@ def isa() -> str | None:
 def _allowed() -> list[str]:
     """The names of ``ISAS`` this CPU has and the environment allows (see ``isa``), widest first."""
     cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    allowed = {"default": (), "avx2": ("avx2",)}.get(cap, tuple(ISAS))
+    allowed = () if cap in ("default", "avx2") else tuple(ISAS)
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     if onednn not in ("ALL", "DEFAULT") and "AMX" not in onednn:
         allowed = tuple(name for name in allowed if name != "amx")

@@ -18,9 +18,16 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, per_token: bool = False
 
 
 @torch.no_grad()
-def per_token_loss(model: AttnOnlyTransformer, windows: torch.Tensor) -> torch.Tensor:
-    """Next-token loss [batch, pos] of windows [batch, n_ctx + 1] (inputs ``w[:, :-1]``, targets ``w[:, 1:]``)."""
-    return loss_fn(model(windows[:, :-1]), windows[:, 1:], per_token=True)
+def per_token_loss(model: AttnOnlyTransformer, windows: torch.Tensor, positions: list[int] | None = None
+                   ) -> torch.Tensor:
+    """Next-token loss [batch, pos] of windows [batch, n_ctx + 1] (inputs ``w[:, :-1]``, targets ``w[:, 1:]``);
+    with ``positions``, only at those positions [batch, len(positions)], unembedding nothing else (most of a
+    forward pass's cost at our width)."""
+    x = model.residual_stream(windows[:, :-1])  # x_L: [batch, pos, d_model]
+    targets = windows[:, 1:]
+    if positions is not None:
+        x, targets = x[:, positions], targets[:, positions]
+    return loss_fn(model.unembed(x), targets, per_token=True)
 
 
 def position_bins(n_pos: int, n_bins: int = 32) -> list[int]:

@@ -47,27 +47,38 @@ class Attention(nn.Module):
         self.W_O = nn.Parameter(torch.empty(h, e, d))  # [n_heads, d_head, d_model]
         self.hook_attn_scores = HookPoint()  # [batch, head, dst, src], scaled and masked
         self.hook_pattern = HookPoint()  # [batch, head, dst, src]: A^h, rows sum to 1
-        self.hook_result = HookPoint()  # [batch, pos, head, d_model]: each head's output h(x)
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]: what each head read, A^h x W_V^h
+        self.hook_result = HookPoint()  # [batch, pos, head, d_model]: each head's output h(x) = z^h W_O^h
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, v_input: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_h h(x) [batch, pos, d_model] from the residual stream x [batch, pos, d_model] and positions
         pos [pos, d_model]; the values read ``v_input`` (default: x; the frozen-pattern passes feed others)."""
-        v_input = x if v_input is None else v_input
-        if self._explicit():
+        explicit = self._explicit()  # head by head, with the scores, pattern and outputs as tensors
+        v = einsum(x if v_input is None else v_input, self.W_V,
+                   "batch pos d_model, head d_model d_head -> batch head pos d_head")
+        if explicit:
             pattern = self.hook_pattern(self.hook_attn_scores(self.scores(x, pos)).softmax(dim=-1))
-            return self.hook_result(self.head_outputs(v_input, pattern)).sum(dim=2)
-        y = x + pos  # Shortformer: positions only where queries and keys are read
-        q = einsum(y, self.W_Q, "batch pos d_model, head d_model d_head -> batch head pos d_head")
-        k = einsum(y, self.W_K, "batch pos d_model, head d_model d_head -> batch head pos d_head")
-        v = einsum(v_input, self.W_V, "batch pos d_model, head d_model d_head -> batch head pos d_head")
-        z = kernels.causal_attention(q, k, v)  # softmax*(q kᵀ/√d_head) v: the pattern is never formed
-        return einsum(z, self.W_O, "batch head pos d_head, head d_head d_model -> batch pos d_model")
+            z = pattern @ v  # [batch, head, dst, d_head]: each destination's mix of the sources' values
+        else:
+            q, k = self.queries_keys(x, pos)
+            z = kernels.causal_attention(q, k, v)  # softmax*(q kᵀ/√d_head) v: the pattern is never formed
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        if explicit:
+            result = einsum(z, self.W_O, "batch pos head d_head, head d_head d_model -> batch pos head d_model")
+            return self.hook_result(result).sum(dim=2)
+        return einsum(z, self.W_O, "batch pos head d_head, head d_head d_model -> batch pos d_model")
 
-    def scores(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Attention scores [batch, head, dst, src]: (x + p) W_Q ((x + p) W_K)ᵀ / √d_head, src > dst set to -inf."""
+    def queries_keys(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every head's queries and keys, [batch, head, pos, d_head] each, read from x + p (Shortformer: positions
+        only where queries and keys are read)."""
         y = x + pos
         q = einsum(y, self.W_Q, "batch pos d_model, head d_model d_head -> batch head pos d_head")
         k = einsum(y, self.W_K, "batch pos d_model, head d_model d_head -> batch head pos d_head")
+        return q, k
+
+    def scores(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Attention scores [batch, head, dst, src]: (x + p) W_Q ((x + p) W_K)ᵀ / √d_head, src > dst set to -inf."""
+        q, k = self.queries_keys(x, pos)
         s = q @ k.transpose(-1, -2) / math.sqrt(self.cfg.d_head)
         n = x.shape[1]
         return s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
@@ -77,10 +88,11 @@ class Attention(nn.Module):
         x [batch, pos, d_model] and a pattern [batch, head, dst, src]."""
         v = einsum(x, self.W_V, "batch pos d_model, head d_model d_head -> batch head pos d_head")
         z = pattern @ v  # [batch, head, dst, d_head]: each destination's mix of the sources' values
-        return einsum(z, self.W_O, "batch head pos d_head, head d_head d_model -> batch pos head d_model")
+        return einsum(z, self.W_O, "batch head dst d_head, head d_head d_model -> batch dst head d_model")
 
     def _explicit(self) -> bool:
-        """Whether anything is attached to this layer's hook points (then its pattern must exist)."""
+        """Whether anything is attached to the hook points that need the pattern or each head's output; a hook on
+        ``hook_z`` (a knock-out, say) keeps the fused path."""
         return bool(self.hook_attn_scores.fns or self.hook_pattern.fns or self.hook_result.fns)
 
 
@@ -148,22 +160,27 @@ class AttnOnlyTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [batch, pos, d_vocab] of tokens [batch, pos]; with ``targets`` [batch, pos], the mean
         next-token cross-entropy instead, computed without forming the logits."""
+        x = self.residual_stream(tokens)  # x_L: [batch, pos, d_model]
+        if targets is None:
+            return self.unembed(x)  # logits x_L W_U: [batch, pos, d_vocab]
+        return kernels.unembed_cross_entropy(x, self.unembed.W_U, targets)
+
+    def residual_stream(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual stream after the last layer, x_L [batch, pos, d_model], of tokens [batch, pos]."""
         tokens = self.check_tokens(tokens)
         x = self.hook_embed(self.embed(tokens))  # x_0 = W_E[t]: [batch, pos, d_model]
         pos = self.hook_pos_embed(self.pos_embed(tokens.shape[1]))  # p: [pos, d_model]
         for block in self.blocks:
             x = block(x, pos)  # x_{l+1} = x_l + Σ_h h(x_l)
-        x = self.hook_resid_final(x)
-        if targets is None:
-            return self.unembed(x)  # logits x_L W_U: [batch, pos, d_vocab]
-        return kernels.unembed_cross_entropy(x, self.unembed.W_U, targets)
+        return self.hook_resid_final(x)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: list[tuple[str, HookFn]] = ()):
         """Attach each (hook point name, fn) of ``fwd_hooks`` while the block runs; fn(value, name) may return
         a replacement value. Names: ``hook_embed``, ``hook_pos_embed``, ``blocks.{l}.hook_resid_pre``,
         ``blocks.{l}.hook_v_input``, ``blocks.{l}.attn.hook_attn_scores``, ``blocks.{l}.attn.hook_pattern``,
-        ``blocks.{l}.attn.hook_result``, ``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_resid_post``,
+        ``blocks.{l}.attn.hook_z``, ``blocks.{l}.attn.hook_result``, ``blocks.{l}.hook_attn_out``,
+        ``blocks.{l}.hook_resid_post``,
         ``hook_resid_final`` (``hook_points``)."""
         attached = []
         try:

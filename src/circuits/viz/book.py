@@ -95,3 +95,18 @@ def glue_html(name: str, html: str) -> None:
     from myst_nb import glue
 
     glue(name, _Glued({"text/html": html}), display=False)
+
+
+WIDE_PAGE = """<style>
+/* this page only: no contents column on the right, the article as wide as the window allows */
+.bd-sidebar-secondary { display: none !important; }
+.bd-main .bd-content .bd-article-container { max-width: 100% !important; }
+</style>"""
+
+
+def wide_page():
+    """An HTML output that widens the page it is on (for the findings table): display it from a cell tagged
+    ``remove-input``."""
+    from IPython.display import HTML
+
+    return HTML(WIDE_PAGE)

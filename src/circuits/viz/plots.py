@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -124,20 +125,24 @@ def eigenvalue_planes(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names), horizontal_spacing=0.04,
                         vertical_spacing=0.12)
     lim = max((abs(float(v)) for seq in (*xs, *ys) for v in seq), default=1.0) * 1.1 or 1.0
+    shapes = []  # added in one go: plotly re-validates every shape on each add_shape (seconds for 12 panels)
     for i, (x, y, hover) in enumerate(zip(xs, ys, hovers)):
         r, c = i // cols + 1, i % cols + 1
         colour = ["#d62728" if float(v) > 0 else "#1f77b4" for v in x]
         fig.add_scatter(x=list(x), y=list(y), mode="markers", hovertext=list(hover), hoverinfo="text",
                         marker=dict(size=6, color=colour, opacity=0.8), showlegend=False, row=r, col=c)
+        xa, ya = f"x{i + 1 if i else ''}", f"y{i + 1 if i else ''}"
         if reference:
-            fig.add_shape(type="circle", x0=-reference, y0=-reference, x1=reference, y1=reference,
-                          line=dict(color="grey", dash="dot", width=1), row=r, col=c)
-        fig.add_hline(y=0, line=dict(color="lightgrey", width=1), row=r, col=c)
-        fig.add_vline(x=0, line=dict(color="lightgrey", width=1), row=r, col=c)
+            shapes.append(dict(type="circle", xref=xa, yref=ya, x0=-reference, y0=-reference, x1=reference,
+                               y1=reference, line=dict(color="grey", dash="dot", width=1)))
+        shapes += [dict(type="line", xref=f"{xa} domain", yref=ya, x0=0, x1=1, y0=0, y1=0,
+                        line=dict(color="lightgrey", width=1)),
+                   dict(type="line", xref=xa, yref=f"{ya} domain", x0=0, x1=0, y0=0, y1=1,
+                        line=dict(color="lightgrey", width=1))]
         fig.update_xaxes(range=[-lim, lim], showticklabels=False, row=r, col=c)
-        fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
-    fig.update_layout(title=title, **{**LAYOUT, "height": 260 * rows + 100,
-                                      "margin": dict(l=30, r=30, t=100, b=30)})
+        fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor=xa, row=r, col=c)
+    fig.update_layout(title=title, shapes=shapes, **{**LAYOUT, "height": 260 * rows + 100,
+                                                     "margin": dict(l=30, r=30, t=100, b=30)})
     return fig
 
 
@@ -177,6 +182,22 @@ def shared_heatmaps(mats: Sequence, names: Sequence[str], row_labels: Sequence[s
         fig.update_xaxes(type="category", title_text=xlabel, row=1, col=i)
     fig.update_yaxes(type="category", autorange="reversed", title_text=ylabel, row=1, col=1)
     fig.update_layout(title=title, **{**LAYOUT, "height": 460, "margin": dict(l=70, r=20, t=90, b=60)})
+    return fig
+
+
+def annotated_heatmap(mat, row_labels: Sequence[str], col_labels: Sequence[str], title: str, xlabel: str,
+                      ylabel: str, colorbar: str = "", decimals: int = 2) -> go.Figure:
+    """One heatmap of non-negative values (e.g. shares of attention), white (0) to red (the largest value),
+    each value written in its cell. Rows run top to bottom in the order given."""
+    z = [[round(float(v), decimals) for v in r] for r in mat]
+    top = max((v for r in z for v in r), default=1.0) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=list(col_labels), y=list(row_labels), zmin=0, zmax=top, colorscale="Reds",
+                               colorbar=dict(title=colorbar), text=[[f"{v:.{decimals}f}" for v in r] for r in z],
+                               texttemplate="%{text}", textfont=dict(size=10),
+                               hovertemplate=f"{ylabel}: %{{y}}<br>{xlabel}: %{{x}}<br>%{{z}}<extra></extra>"))
+    fig.update_xaxes(type="category", title_text=xlabel)
+    fig.update_yaxes(type="category", autorange="reversed", title_text=ylabel)
+    fig.update_layout(title=title, **{**LAYOUT, "height": max(300, 30 * len(z) + 150)})
     return fig
 
 
@@ -220,4 +241,122 @@ def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title:
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **LAYOUT)
     if log_x:
         fig.update_xaxes(type="log")
+    return fig
+
+
+def _shade_window(fig: go.Figure, window: tuple[float, float] | None, label: str = "", **where) -> None:
+    """Shade x0..x1 (e.g. the phase change) in one panel of ``fig`` (``where``: row=, col=) or in all."""
+    if window is not None:
+        fig.add_vrect(x0=float(window[0]), x1=float(window[1]), fillcolor="rgba(214, 39, 40, 0.12)", line_width=0,
+                      layer="below", annotation_text=label or None, annotation_position="top left",
+                      annotation_font=dict(size=10, color="rgb(160, 30, 30)"), exclude_empty_subplots=False,
+                      **where)
+
+
+def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, float] | None = None,
+                    window_label: str = "", cols: int = 2, log_x: bool = True) -> go.Figure:
+    """Measurements against training tokens, one panel per entry of ``panels``: a dict with ``title``,
+    ``ylabel``, ``lines`` and optionally ``hline`` (a dotted reference level). Each line is a dict with ``x``,
+    ``y`` and ``name``, and optionally ``color``, ``width``, ``dash``, ``legend`` (False: no legend entry) and
+    ``group`` (lines of one group toggle together). ``window`` = (x0, x1) shades the same span of training in
+    every panel (e.g. the phase change), labelled ``window_label`` in the first."""
+    rows = -(-len(panels) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p["title"] for p in panels],
+                        horizontal_spacing=0.1, vertical_spacing=0.16 if rows > 1 else 0.1)
+    for i, panel in enumerate(panels):
+        r, c = i // cols + 1, i % cols + 1
+        for line in panel["lines"]:
+            fig.add_scatter(x=[float(v) for v in line["x"]], y=[float(v) for v in line["y"]], mode="lines",
+                            name=line["name"], legendgroup=line.get("group", line["name"]),
+                            showlegend=line.get("legend", True),
+                            line=dict(color=line.get("color"), width=line.get("width", 2), dash=line.get("dash")),
+                            row=r, col=c)
+        if panel.get("hline") is not None:
+            fig.add_hline(y=float(panel["hline"]), line_dash="dot", line_color="grey", row=r, col=c)
+        _shade_window(fig, window, window_label if i == 0 else "", row=r, col=c)
+        fig.update_xaxes(type="log" if log_x else "linear", title_text="training tokens", row=r, col=c)
+        fig.update_yaxes(title_text=panel.get("ylabel", ""), row=r, col=c)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 330 * rows + 90,
+                                      "margin": dict(l=60, r=20, t=90, b=50)})
+    return fig
+
+
+def _log_edges(x: Sequence[float]) -> list[float]:
+    """Cell edges around increasing positive centres ``x``, halfway between neighbours in log scale."""
+    x = [float(v) for v in x]
+    if len(x) == 1:
+        return [x[0] / 1.25, x[0] * 1.25]
+    mids = [(a * b) ** 0.5 for a, b in zip(x, x[1:])]
+    return [x[0] ** 2 / mids[0], *mids, x[-1] ** 2 / mids[-1]]
+
+
+def training_heatmaps(xs: Sequence[Sequence[float]], y_edges: Sequence[float], mats: Sequence, names: Sequence[str],
+                      title: str, xlabel: str, ylabel: str, colorbar: str = "", symmetric: bool = False,
+                      windows: Sequence[tuple[float, float] | None] | None = None, window_label: str = "",
+                      hlines: Sequence[float] = (), zmax: float | None = None) -> go.Figure:
+    """Heatmaps side by side over training on ONE colour scale, one per run: ``mats[i]`` [len(xs[i]), n_bins]
+    (e.g. the loss in each bin of context positions at each evaluation), training tokens ``xs[i]`` across
+    (one range for all panels) and bins with edges ``y_edges`` [n_bins + 1] upwards, both on log scales.
+    ``symmetric``: red above 0, blue below (for differences), up to ``zmax`` (values beyond it saturate;
+    default: the largest |value|); otherwise light (low) to dark (high). ``windows[i]`` = (x0, x1) or None
+    marks run i's phase change with dotted lines; ``hlines`` draws dotted levels of y in every panel."""
+    n = len(mats)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.04)
+    values = [float(v) for m in mats for r in m for v in r]
+    if symmetric:
+        top = zmax or max((abs(v) for v in values), default=1.0) or 1.0
+        colours = dict(zmin=-top, zmax=top, colorscale="RdBu", reversescale=True)
+    else:
+        colours = dict(zmin=min(values, default=0.0), zmax=max(values, default=1.0), colorscale="Viridis")
+    for i, (x, mat) in enumerate(zip(xs, mats), 1):
+        z = [[round(float(mat[t][b]), 4) for t in range(len(x))] for b in range(len(y_edges) - 1)]
+        fig.add_heatmap(z=z, x=_log_edges(x), y=[float(v) for v in y_edges], showscale=i == n,
+                        colorbar=dict(title=colorbar), name=names[i - 1],
+                        hovertemplate=f"{xlabel}: %{{x:.3s}}<br>{ylabel}: %{{y:.0f}}<br>%{{z:.3f}}"
+                                      f"<extra>{names[i - 1]}</extra>", row=1, col=i, **colours)
+        fig.update_xaxes(type="log", title_text=xlabel, row=1, col=i)
+        window = windows[i - 1] if windows else None
+        if window is not None:
+            for j, edge in enumerate(window):
+                fig.add_vline(x=float(edge), line=dict(color="black", dash="dot", width=1.5), row=1, col=i,
+                              annotation_text=window_label if j == 0 and window_label else None,
+                              annotation_position="top left", annotation_font=dict(size=10))
+        for level in hlines:
+            fig.add_hline(y=float(level), line=dict(color="white", dash="dot", width=1), row=1, col=i)
+    x_edges = [e for x in xs for e in _log_edges(x)]
+    lo, hi = min(x_edges), max(x_edges)
+    nice = lambda a, b: [m * 10 ** k for k in range(-3, 13) for m in (1, 2, 5) if a <= m * 10 ** k <= b]
+    fig.update_xaxes(range=[math.log10(lo), math.log10(hi)], tickvals=nice(lo, hi), tickformat="~s")
+    fig.update_yaxes(type="log", tickvals=nice(float(y_edges[0]), float(y_edges[-1])), tickformat="~s")
+    fig.update_yaxes(title_text=ylabel, row=1, col=1)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 460, "margin": dict(l=70, r=20, t=90, b=60)})
+    return fig
+
+
+def pattern_and_loss(pattern, losses: Mapping[str, Sequence[float]], boundary: int | None, title: str,
+                     pattern_title: str, loss_title: str, hover: Sequence[str] | None = None) -> go.Figure:
+    """Left: one head's attention pattern ``pattern`` [dst, src] on one sequence (white 0, dark 1), destinations
+    running down; right: per-token losses of one or more models (one line each), loss[t] being the loss of
+    predicting the token at position t + 1, drawn at x = t + 1 (``hover``: a label per loss). ``boundary`` (a
+    position of the sequence) draws dotted lines just before it on both: e.g. where a repeat begins."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[pattern_title, loss_title], horizontal_spacing=0.17)
+    z = [[round(float(v), 3) for v in row] for row in pattern]
+    fig.add_heatmap(z=z, colorscale="Blues", zmin=0, zmax=1,
+                    colorbar=dict(title="attention", x=0.43, len=0.85, thickness=12),
+                    hovertemplate="destination %{y}<br>source %{x}<br>attention %{z:.2f}<extra></extra>", row=1, col=1)
+    fig.update_xaxes(title_text="source position", row=1, col=1, constrain="domain")
+    fig.update_yaxes(title_text="destination position", autorange="reversed", row=1, col=1, scaleanchor="x",
+                     constrain="domain")
+    for name, values in losses.items():
+        fig.add_scatter(x=list(range(1, len(values) + 1)), y=[float(v) for v in values], mode="lines", name=name,
+                        hovertext=list(hover) if hover is not None else None, row=1, col=2)
+    fig.update_xaxes(title_text="position of the predicted token", row=1, col=2)
+    fig.update_yaxes(title_text="loss (nats)", row=1, col=2)
+    if boundary is not None:
+        for col in (1, 2):
+            fig.add_vline(x=boundary - 0.5, line=dict(color="grey", dash="dot", width=1), row=1, col=col)
+        fig.add_hline(y=boundary - 0.5, line=dict(color="grey", dash="dot", width=1), row=1, col=1)
+    fig.update_layout(title=title, **{**LAYOUT, "height": 520, "margin": dict(l=60, r=20, t=90, b=60),
+                                      "legend": dict(orientation="h", x=1.0, xanchor="right", y=-0.2,
+                                                     yanchor="top")})
     return fig

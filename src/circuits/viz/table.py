@@ -19,6 +19,7 @@ STYLE = """
 <style>
 .circuits-table { overflow-x: auto; max-width: 100%%; margin: 0.5em 0 1em 0; }
 .circuits-table table { border-collapse: collapse; font-size: 0.88em; width: auto; }
+.circuits-table.full table { width: 100%%; }
 .circuits-table th, .circuits-table td { padding: 0.25em 0.7em; border-bottom: 1px solid #e3e3e3;
   text-align: right; vertical-align: top; white-space: nowrap; }
 .circuits-table th { border-bottom: 2px solid #999; background: #fafafa; white-space: normal; }
@@ -102,12 +103,13 @@ def _plain(columns: list[str], kinds: list[str], rows: list[list[str]]) -> str:
 
 
 def table_html(frame, page_size: int = 15, text_columns: tuple[str, ...] = (), index: bool = False,
-               html_columns: tuple[str, ...] = ()) -> str:
+               html_columns: tuple[str, ...] = (), full_width: bool = False) -> str:
     """``frame`` as a scrolling table; paged with a search box when it has more than ``page_size`` rows.
 
     Cells are shown as ``str(value)``: format them first. Columns in ``text_columns`` (and any column of
     non-numbers) are left-aligned and may wrap; numeric columns are right-aligned and never wrap. Cells of
-    ``html_columns`` are HTML the caller made (links), inserted as they are.
+    ``html_columns`` are HTML the caller made (links), inserted as they are. ``full_width``: the table spans the
+    page's width (long texts in several columns), else it is as wide as its content.
     """
     if index:
         frame = frame.reset_index()
@@ -116,4 +118,5 @@ def table_html(frame, page_size: int = 15, text_columns: tuple[str, ...] = (), i
              else "text" for c in frame.columns]
     rows = [[str(v) for v in row] for row in frame.itertuples(index=False)]
     data = {"columns": columns, "kinds": kinds, "rows": rows, "page": page_size}
-    return render(TEMPLATE, "circuits-table", data, JS_CORE, _JS_UI, _plain(columns, kinds, rows[:page_size]))
+    snippet = render(TEMPLATE, "circuits-table", data, JS_CORE, _JS_UI, _plain(columns, kinds, rows[:page_size]))
+    return snippet.replace('class="circuits-table"', 'class="circuits-table full"', 1) if full_width else snippet

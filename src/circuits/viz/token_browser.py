@@ -11,25 +11,32 @@ frequent tokens get small numbers (about 1 MB for 2000 tokens x 8 heads x 3 list
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .html import as_display, render
+from .tokens import EMPTY, NEWLINE, SPACE, TAB, legend
 
 KINDS = ("ov_out", "qk_src", "qk_dst")
 
 
-def browser_data(dump: dict[str, torch.Tensor], token_ids: Sequence[int], decode, counts: np.ndarray) -> dict:
+def browser_data(dump: dict[str, torch.Tensor], token_ids: Sequence[int], decode, counts: np.ndarray,
+                 dump_tokens: Sequence[int] | None = None) -> dict:
     """The browser's data for the rows ``token_ids`` (in display order) of a ``token_dump``.
 
-    ``names`` holds the text of every token that appears, rows' tokens first (in their order), then
-    the other referenced tokens; ``rows[i] = [name index, train count, [kind][head][k] flattened]``.
+    ``dump_tokens``: the ``tokens`` the dump was computed for (row i is token ``dump_tokens[i]``); by
+    default row t is token t. ``names`` holds the text of every token that appears, rows' tokens first (in
+    their order), then the other referenced tokens; ``rows[i] = [name index, train count, [kind][head][k]
+    flattened]``. The page shows each name with the marks of ``viz.tokens`` (``tbShow``).
     """
     token_ids = [int(t) for t in token_ids]
     H, _, k = dump["ov_out"].shape
-    lists = torch.stack([dump[kind][:, token_ids] for kind in KINDS], dim=1)  # [H, kind, n, k]
+    row_of = ({int(t): i for i, t in enumerate(dump_tokens)} if dump_tokens is not None else None)
+    at = token_ids if row_of is None else [row_of[t] for t in token_ids]
+    lists = torch.stack([dump[kind][:, at] for kind in KINDS], dim=1)  # [H, kind, n, k]
     lists = lists.permute(2, 1, 0, 3).reshape(len(token_ids), -1)  # [n, kind * H * k]
     order = list(dict.fromkeys(token_ids + [int(t) for t in lists.flatten().tolist()]))
     index = {t: i for i, t in enumerate(order)}
@@ -37,10 +44,24 @@ def browser_data(dump: dict[str, torch.Tensor], token_ids: Sequence[int], decode
     return {"heads": H, "k": k, "names": [decode(t) for t in order], "rows": rows}
 
 
-# Pure functions, also run by the tests under node.
+# Pure functions, also run by the tests under node. tbShow draws a token as viz.tokens.show_token does;
+# tbUnmark lets a reader type those marks into the search box ("·def" finds " def").
+_MARKS = [(" ", SPACE), ("\n", NEWLINE), ("\t", TAB), ("\r", "\u240d")]
 JS_CORE = r"""
+var TB_MARKS = %s, TB_EMPTY = %s;
+function tbShow(text) {
+  if (text === "") return TB_EMPTY;
+  var out = text;
+  TB_MARKS.forEach(function (m) { out = out.split(m[0]).join(m[1]); });
+  return out;
+}
+function tbUnmark(text) {
+  var out = text;
+  TB_MARKS.forEach(function (m) { out = out.split(m[1]).join(m[0]); });
+  return out;
+}
 function tbFind(D, query, limit) {
-  var q = query.toLowerCase(), qt = q.trim(), exact = [], part = [];
+  var q = tbUnmark(query).toLowerCase(), qt = q.trim(), exact = [], part = [];
   for (var i = 0; i < D.rows.length; i++) {
     var name = D.names[D.rows[i][0]].toLowerCase();
     if (qt !== "" && name.trim() === qt) exact.push(i);
@@ -53,8 +74,7 @@ function tbList(D, row, kind, head) {
   for (var j = 0; j < D.k; j++) out.push(D.names[D.rows[row][2][off + j]]);
   return out;
 }
-function tbShow(text) { return JSON.stringify(text); }
-"""
+""" % (json.dumps(_MARKS, ensure_ascii=False), json.dumps(EMPTY, ensure_ascii=False))
 
 _JS_UI = r"""
 (function () {
@@ -94,16 +114,20 @@ _JS_UI = r"""
 _TEMPLATE = """<div id="%(id)s" class="circuits-token-browser">
 <style>
 #%(id)s {font-family: sans-serif; font-size: 13px; margin: 0.5em 0;}
-#%(id)s .tb-controls label {margin-right: 1em;} #%(id)s .tb-info {color: #555; font-size: 12px;}
+#%(id)s .tb-controls label {margin-right: 1em;}
+#%(id)s .tb-info, #%(id)s .tb-legend {color: #555; font-size: 12px;}
 #%(id)s .tb-wrap {max-height: 34em; overflow: auto; border: 1px solid #ddd;}
-#%(id)s table {border-collapse: collapse; width: 100%%;}
+#%(id)s table {border-collapse: collapse; width: 100%%; table-layout: fixed;}
 #%(id)s th, #%(id)s td {padding: 2px 6px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top;
-  font-family: monospace; white-space: pre;}
+  font-family: monospace; white-space: pre-wrap; overflow-wrap: anywhere;}
+#%(id)s col.tb-token {width: 7em;} #%(id)s col.tb-count {width: 5.5em;} #%(id)s col.tb-head {width: 3.5em;}
 #%(id)s th {position: sticky; top: 0; background: #f6f6f6; font-family: sans-serif;}
 </style>
-<div class="tb-controls"><label>token contains <input type="text" class="tb-query" placeholder="e.g. Elizabeth"></label>
+<div class="tb-controls"><label>token contains <input type="text" class="tb-query" placeholder="e.g. ·def or self"></label>
 <label>head <select class="tb-head"></select></label> <span class="tb-info"></span></div>
-<div class="tb-wrap"><table><thead><tr><th>token</th><th>train count</th><th>head</th>
+<div class="tb-legend">""" + legend() + """</div>
+<div class="tb-wrap"><table><colgroup><col class="tb-token"><col class="tb-count"><col class="tb-head">
+<col><col><col></colgroup><thead><tr><th>token</th><th>count</th><th>head</th>
 <th>OV: top outputs</th><th>QK: top sources (token as destination)</th><th>QK: top destinations (token as source)</th>
 </tr></thead><tbody class="tb-body"></tbody></table></div>
 <script type="application/json">%(data)s</script>

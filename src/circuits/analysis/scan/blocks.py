@@ -1,4 +1,4 @@
-"""Blocks of ``M = A @ B`` for the circuit scans (``circuit_scan``): approximate values with rigorous bounds.
+"""Blocks of ``M = A @ B`` for the circuit scans (``scan``): approximate values with rigorous bounds.
 
 ``M`` (a d_vocab x d_vocab circuit of rank d_head) is approximated in bf16 block by block and
 reduced on the fly; only entries whose approximation may clear a threshold are recomputed
@@ -14,7 +14,7 @@ zero), so the results equal a dense fp32 computation. In exact mode (``filter_dt
 where bf16 matmuls are slow) the blocks are fp32 and the bound is that of fp32 rounding.
 
 Two ways to produce the blocks:
-  - ``group_max.group_maxima`` (C kernels: bf16 on CPUs with AMX, fp32 on CPUs with AVX2): the
+  - ``group_max.group_maxima`` (a C kernel: bf16 on CPUs with AMX): the
     maximum of every group of 64 columns per row, straight from the registers (0.14 s a circuit at
     GPT-2's vocabulary on 2 cores with AMX);
   - torch matmuls into one reused tile of ``chunk_rows x chunk_cols`` values, dismissed as a

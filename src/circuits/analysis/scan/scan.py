@@ -1,10 +1,10 @@
-"""The scan behind ``circuit_tables``: every entry of ``M = A @ B`` checked, none stored.
+"""The scan behind ``tables``: every entry of ``M = A @ B`` checked, none stored.
 
-``circuit_blocks.Blocks`` gives ``M`` block by block in bf16 (or fp32) with a rigorous error bound
+``blocks.Blocks`` gives ``M`` block by block in bf16 (or fp32) with a rigorous error bound
 per row; the consumers here keep what they need and recompute exactly every entry that may
 matter: ``TopK`` (the k largest entries of the whole matrix), ``Copying`` (is each row's diagonal
 among its top K?) and ``row_topk`` (the top k of every row). Results equal a dense fp32
-computation; ``tests/test_circuit_tables.py`` compares them with dense ``torch.topk``.
+computation; ``tests/analysis/test_scan.py`` compares them with dense ``torch.topk``.
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 Skip-trigram tables ("One layer": large QK entries pick (destination, source), large OV entries
 pick (source, out)) and copying rates need the largest entries of ``M = A @ B``, a
-``FactoredMatrix`` of rank d_head. The scan (``circuit_scan`` over ``circuit_blocks``) checks every entry of ``M`` in
+``FactoredMatrix`` of rank d_head. The scan (``scan.scan`` over ``scan.blocks``) checks every entry of ``M`` in
 bf16 with a rigorous error bound and recomputes exactly every entry that may matter, so the
 results equal a dense fp32 computation while memory stays at one block of ``M``.
 ``filter_dtype=None`` scans in fp32 throughout; the default ``"auto"`` filters in bf16 only where
 bf16 matmuls are fast (``precision.bf16_is_fast``): on an AVX2-only CPU they are ~100x slower
 than fp32, and the fp32 scan is the fast one. Where they can, both scans run in small C kernels
-(``circuits/group_max.py``: AMX for bf16, AVX2 for fp32). Tests compare everything with dense ``torch.topk``
-(``tests/test_circuit_tables.py``).
+(``circuits/kernels/group_max.py``: AMX, for bf16). Tests compare everything with dense ``torch.topk``
+(``tests/analysis/test_scan.py``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def topk_per_row(fm: FactoredMatrix, k: int, rows: torch.Tensor | None = None, l
     fm: [..., m, n]; rows: [r] (default all). Returns ``(values, indices)`` [..., r, k].
     Source -> top outputs (OV) is ``topk_per_row(ov.T, k)``; source -> top destinations (QK)
     is ``topk_per_row(qk.T, k)``, since both circuits are indexed [.., src] in their columns.
-    Many rows on a CPU with a group-maximum kernel: ``circuit_scan.row_topk``; otherwise dense
+    Many rows on a CPU with a group-maximum kernel: ``scan.row_topk``; otherwise dense
     rows, ``chunk_rows`` at a time.
     """
     rows = torch.arange(fm.shape[-2]) if rows is None else torch.as_tensor(rows)

@@ -1,7 +1,9 @@
 /* Causal attention of a training step on CPUs, forward and backward (attention_body.h, called from
- * circuits/kernels/cpu_attention.py), on the vector helpers of attention_ops.h. Compiled twice: for AVX-512
- * (16 lanes, 8 query rows a block) and for AVX2 + FMA (8 lanes, 4 rows); Python calls the one the CPU has.
- * A third build runs bf16 on AMX tiles (attention_amx.h, attention_amx_backward.h, with the AVX-512 helpers).
+ * circuits/kernels/cpu_attention.py), on the vector helpers of attention_ops.h, compiled for AVX-512 (16 lanes,
+ * 8 query rows a block); a second build runs bf16 on AMX tiles (attention_amx.h, attention_amx_backward.h, with
+ * the AVX-512 helpers). An AVX2 build (8 lanes) was removed on 2026-12-07: it saved 10-14 % of an fp32 training
+ * step on an AVX2-held AMD EPYC, below the 15 % a kernel must save (benchmarks/HISTORY.md); the VW == 8 branches
+ * of the helpers went with it.
  *
  * Threads: OpenMP (-fopenmp). Loaded after torch, this library binds to the libgomp.so.1 torch has
  * already loaded, so its parallel regions run on torch's own worker threads. Threads of our own
@@ -29,21 +31,6 @@
 #define R 8
 #define JU 4
 #define SUFFIX(name) name##_avx512
-#include "attention_ops.h"
-#include "attention_body.h"
-#include "attention_ops_end.h"
-#undef VW
-#undef R
-#undef JU
-#undef SUFFIX
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define VW 8
-#define R 4
-#define JU 3
-#define SUFFIX(name) name##_avx2
 #include "attention_ops.h"
 #include "attention_body.h"
 #include "attention_ops_end.h"

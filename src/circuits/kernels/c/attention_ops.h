@@ -1,7 +1,6 @@
 /* The vector helpers of the attention kernels (attention.c includes this file, then the attention
- * body, once per instruction set, with VW fp32 lanes per vector, R query rows per
- * block, JU rows of dK and dV per update, and SUFFIX naming the functions). GCC's vector extensions: the
- * same source is AVX-512 or AVX2 code depending on the target in force. attention_ops_end.h undefines
+ * body, once per build, with VW fp32 lanes per vector (16: AVX-512), R query rows per block, JU rows of dK and
+ * dV per update, and SUFFIX naming the functions), in GCC's vector extensions. attention_ops_end.h undefines
  * the types and macros defined here. */
 #define vf SUFFIX(vf)
 #define vfu SUFFIX(vfu)
@@ -19,24 +18,16 @@ typedef uint16_t vh __attribute__((vector_size(VW * 2), aligned(2)));
  * register broadcast per use, where the lanes compile to one broadcast from memory (the small products' inner
  * loops: a quarter fewer instructions) */
 #define BC8(v) v, v, v, v, v, v, v, v
-#if VW == 16
 #define BC(x) __extension__({ float bc_ = (x); (vf){BC8(bc_), BC8(bc_)}; })
-#else
-#define BC(x) __extension__({ float bc_ = (x); (vf){BC8(bc_)}; })
-#endif
 #define INLINE static inline __attribute__((always_inline))
 #define ROUND_UP(x, m) (((x) + (m) - 1) / (m) * (m))
 
 /* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial; about 1 ulp); below -87
  * (and -inf): 0; NaN stays NaN */
 INLINE vf SUFFIX(vexp)(vf x) {
-#if VW == 16  /* p 2^n in one vscalefps, the small lanes zeroed by its mask: 4 instructions fewer, the same bits */
+    /* p 2^n in one vscalefps, the small lanes zeroed by its mask: 4 instructions fewer, the same bits */
     __mmask16 keep = _mm512_cmp_ps_mask((__m512)x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
     x = (vf)_mm512_max_ps(_mm512_set1_ps(-87.0f), (__m512)x);  /* NaN passes (max returns its second operand) */
-#else
-    vi small = x < BC(-87.0f);
-    x = (vf)((small & (vi)BC(-87.0f)) | (~small & (vi)x));
-#endif
     vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
     vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
     vf p = BC(1.9875691500e-4f);
@@ -46,12 +37,7 @@ INLINE vf SUFFIX(vexp)(vf x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-#if VW == 16
     return (vf)_mm512_maskz_scalef_ps(keep, (__m512)p, (__m512)n);
-#else
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)((vi)(p * (vf)e) & ~small);
-#endif
 }
 
 INLINE void SUFFIX(rows_dot)(const float *A, int64_t lda, int nr, const float *Bt, int ldb, int J, int E,
@@ -197,11 +183,7 @@ INLINE void SUFFIX(store_rows)(const float *src, int T, int E, void *dst, int bf
 /* Constant lane indices (written out, so that they are folded into the shuffles: built in a loop they
  * were not, and building them cost more than the shuffles). LANES(F, w) = (F(0, w), ..., F(VW - 1, w)). */
 #define LANES8(F, w) F(0, w), F(1, w), F(2, w), F(3, w), F(4, w), F(5, w), F(6, w), F(7, w)
-#if VW == 16
 #define LANES(F, w) ((vi){LANES8(F, w), F(8, w), F(9, w), F(10, w), F(11, w), F(12, w), F(13, w), F(14, w), F(15, w)})
-#else
-#define LANES(F, w) ((vi){LANES8(F, w)})
-#endif
 #define LANE_XOR(c, w) ((c) ^ (w))
 #define LANE_LO(c, w) ((c) & (w) ? VW + (c) - (w) : (c))  /* row a keeps its columns without bit w, takes b's */
 #define LANE_HI(c, w) ((c) & (w) ? VW + (c) : (c) + (w))  /* row b = a + w: the mirror */
@@ -225,9 +207,7 @@ INLINE void SUFFIX(transpose)(const float *B, int T, int Tp, int E, float *Bt) {
         for (int e = 0; e < E; e += VW) {
             vf x[VW];
             for (int i = 0; i < VW; i++) x[i] = LD(B + (j + i) * E + e);
-#if VW == 16
             SUFFIX(butterfly)(x, 8, LANES(LANE_LO, 8), LANES(LANE_HI, 8));
-#endif
             SUFFIX(butterfly)(x, 4, LANES(LANE_LO, 4), LANES(LANE_HI, 4));
             SUFFIX(butterfly)(x, 2, LANES(LANE_LO, 2), LANES(LANE_HI, 2));
             SUFFIX(butterfly)(x, 1, LANES(LANE_LO, 1), LANES(LANE_HI, 1));
@@ -253,18 +233,14 @@ INLINE vf SUFFIX(vmax)(vf a, vf b) {
 
 /* every lane of the result: the max (or sum) of x's lanes, in log2(VW) shuffle steps */
 INLINE vf SUFFIX(all_max)(vf x) {
-#if VW == 16
     x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 8)));
-#endif
     x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 4)));
     x = SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 2)));
     return SUFFIX(vmax)(x, __builtin_shuffle(x, LANES(LANE_XOR, 1)));
 }
 
 INLINE vf SUFFIX(all_sum)(vf x) {
-#if VW == 16
     x += __builtin_shuffle(x, LANES(LANE_XOR, 8));
-#endif
     x += __builtin_shuffle(x, LANES(LANE_XOR, 4));
     x += __builtin_shuffle(x, LANES(LANE_XOR, 2));
     return x + __builtin_shuffle(x, LANES(LANE_XOR, 1));

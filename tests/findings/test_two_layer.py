@@ -1,0 +1,123 @@
+"""The two-layer chapter's shared results and findings rows: on a tiny random model (the whole pipeline runs and
+every row is well formed), and on hand-made results (each verdict follows its stated rule)."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from circuits.config import get_preset
+from circuits.findings import two_layer
+from circuits.findings.context import Book
+
+from ..analysis.models import make_model
+
+VERDICTS = {"reproduced", "partly", "not reproduced"}
+NOTEBOOK = Path(__file__).parents[2] / "book" / "05_two_layer.ipynb"
+
+
+class StubTokenizer:
+    eos_token_id = 0
+
+    def decode(self, ids):
+        return "".join(f"<{i}>" for i in ids)
+
+
+@pytest.fixture
+def tiny_book(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    preset = dataclasses.replace(get_preset("smoke"), name="test-two-layer", d_model=tiny_cfg.d_model,
+                                 n_heads=tiny_cfg.n_heads, d_head=tiny_cfg.d_head, n_ctx=tiny_cfg.n_ctx,
+                                 d_vocab=tiny_cfg.d_vocab)
+    rng = np.random.default_rng(0)
+    tokens = {s: rng.integers(0, tiny_cfg.d_vocab, size=5_000).astype(np.uint16) for s in ("train", "validation")}
+    counts = np.bincount(tokens["train"], minlength=tiny_cfg.d_vocab)
+    book = Book(preset, tokens, StubTokenizer(), counts)
+    book._models[2] = make_model(tiny_cfg, init_std=0.1)
+    return book
+
+
+def test_results_and_rows_on_a_tiny_model(tiny_book):
+    r = two_layer.results(tiny_book)
+    H = tiny_book.preset.n_heads
+    assert np.asarray(r["comp_K"]).shape == (H, H) and np.asarray(r["ablated"]).shape == (H, H)
+    assert np.asarray(r["eig_qk"]).shape == (H, tiny_book.preset.d_head) and np.iscomplexobj(r["eig_qk"])
+    assert sum(r["shares"]) == pytest.approx(1.0, abs=1e-6)
+    assert np.asarray(r["profile"]).sum(1) == pytest.approx(np.ones(H), abs=1e-5)
+    assert two_layer.results(tiny_book)["prev_head"] == r["prev_head"]  # read back from the cache
+    rows = two_layer.findings_rows(tiny_book)
+    assert len(rows) == 9
+    for row in rows:
+        assert set(row) == {"claim", "paper", "ours", "verdict", "section"}
+        assert row["verdict"] in VERDICTS
+        assert row["section"].startswith("05_two_layer#")
+
+
+def test_every_section_label_is_in_the_chapter(tiny_book):
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    labels = set(re.findall(r"^\(([\w-]+)\)=$", "\n".join("".join(c["source"]) for c in cells), re.M))
+    for row in two_layer.findings_rows(tiny_book):
+        assert row["section"].split("#")[1] in labels
+
+
+def made_up(H=6, previous=(2,), induction=(1, 3), several=4, k_prev=(1, 3), k_several=(3,), q_several=(),
+            ablated_to=0.02, qk=0.8, ov=0.9, marginal=(1.8, 5.2, 0.3), single=(0.01, 0.1)):
+    """Results as ``two_layer.results`` returns them, with the wanted properties and everything else at chance."""
+    base = 0.1
+    comp = {k: np.full((H, H), base) for k in "QKV"}
+    for h in k_prev:
+        comp["K"][previous[0] if previous else 0, h] = 3 * base
+    for h in k_several:
+        comp["K"][several, h] = 2.5 * base
+    for h in q_several:
+        comp["Q"][several, h] = 2.5 * base
+    prefix = np.zeros((2, H))
+    prefix[1, list(induction)] = 0.7
+    ablated = np.tile(prefix[1], (H, 1))
+    if previous:
+        ablated[previous[0], list(induction)] = ablated_to  # a number, or one per induction head
+    prev = np.full((2, H), 0.1)
+    prev[0, list(previous)] = 0.9
+    uniform = 8.0
+    return {"n_heads": H, "prev_scores": prev, "prefix": prefix, "previous": list(previous),
+            "prev_head": previous[0] if previous else 0, "induction": list(induction), "max_offset": 8,
+            "several": [] if several is None else [several], "several_candidate": 5 if several is None else several,
+            "baseline": base,
+            **{f"comp_{k}": v for k, v in comp.items()}, "ablated": ablated,
+            "qk_positivity": np.full(H, qk), "ov_positivity": np.full(H, ov), "marginal": list(marginal),
+            "shares": [m / sum(marginal) for m in marginal], "single": np.array([[single[0]] * H, [single[1]] * H]),
+            "uniform": uniform, "model_loss": uniform - sum(marginal)}
+
+
+def verdicts(monkeypatch, **kw):
+    monkeypatch.setattr(two_layer, "results", lambda book: made_up(**kw))
+    return {row["section"].split("#")[1] + (":" + row["claim"][:12] if "composition" in row["section"] else ""):
+            row["verdict"] for row in two_layer.findings_rows(None)}
+
+
+def test_the_papers_picture_is_reproduced(monkeypatch):
+    v = verdicts(monkeypatch, q_several=(1,))
+    assert set(v.values()) == {"reproduced"}, v
+
+
+def test_each_rule_can_fail(monkeypatch):
+    assert verdicts(monkeypatch, k_prev=(1,))["two-layer-composition:Composition "] == "partly"
+    assert verdicts(monkeypatch, k_prev=())["two-layer-composition:Composition "] == "not reproduced"
+    assert verdicts(monkeypatch, k_several=(), q_several=())["two-layer-erratum"] == "not reproduced"
+    assert verdicts(monkeypatch, k_several=(3,))["two-layer-erratum"] == "partly"
+    assert verdicts(monkeypatch, several=None)["two-layer-erratum"] == "not reproduced"
+    assert verdicts(monkeypatch, previous=(2, 5))["two-layer-layer-0"] == "partly"
+    assert verdicts(monkeypatch, induction=(1,), k_prev=(1,))["two-layer-induction"] == "partly"
+    assert verdicts(monkeypatch, ablated_to=0.5)["two-layer-ablation"] == "not reproduced"
+    assert verdicts(monkeypatch, ablated_to=(0.02, 0.5))["two-layer-ablation"] == "partly"
+    assert verdicts(monkeypatch, qk=-0.2)["two-layer-circuits"] == "not reproduced"
+    assert verdicts(monkeypatch, marginal=(2.4, 1.9, 0.1))["two-layer-terms"] == "partly"
+    assert verdicts(monkeypatch, marginal=(2.0, 5.0, 0.3))["two-layer-terms"] == "reproduced"
+    assert verdicts(monkeypatch, marginal=(3.0, 4.0, 0.3))["two-layer-terms"] == "partly"  # shares too far off
+    assert verdicts(monkeypatch, marginal=(2.4, 1.9, 3.0))["two-layer-terms"] == "not reproduced"
+    assert verdicts(monkeypatch, single=(0.1, 0.15))["two-layer-head-terms"] == "partly"
+    assert verdicts(monkeypatch, marginal=(2.0, 3.0, 1.0))["two-layer-virtual"] == "partly"

@@ -1,0 +1,59 @@
+"""Figures of the induction chapter: scores over training, loss by position over training, a pattern beside
+the loss it explains."""
+
+import numpy as np
+import pytest
+
+from circuits.viz.plots import _log_edges, pattern_and_loss, training_heatmaps, training_panels
+
+
+def test_training_panels_draw_every_line_and_shade_the_window_in_every_panel():
+    panels = [{"title": "a", "ylabel": "score", "hline": 0.4,
+               "lines": [{"x": [1, 2], "y": [0.1, 0.5], "name": "1.5", "color": "red"},
+                         {"x": [1, 2], "y": [0.0, 0.0], "name": "other", "legend": False, "group": "o"}]},
+              {"title": "b", "lines": [{"x": [1, 2], "y": [3, 2], "name": "loss"}]},
+              {"title": "c", "lines": []}]
+    fig = training_panels(panels, "t", window=(1.2, 1.8), window_label="phase change")
+    assert [t.name for t in fig.data] == ["1.5", "other", "loss"]
+    assert fig.data[0].line.color == "red" and fig.data[1].showlegend is False and fig.data[1].legendgroup == "o"
+    assert fig.data[2].xaxis == "x2"
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(rects) == 3 and all((s.x0, s.x1) == (1.2, 1.8) for s in rects)
+    assert sum(a.text == "phase change" for a in fig.layout.annotations) == 1
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis3.type == "log"
+    assert fig.layout.height == 330 * 2 + 90
+    hlines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(hlines) == 1 and hlines[0].y0 == 0.4
+
+
+def test_log_edges_are_geometric_midpoints():
+    assert _log_edges([1, 4, 16]) == pytest.approx([0.5, 2, 8, 32])
+    assert _log_edges([10]) == pytest.approx([8, 12.5])
+
+
+def test_training_heatmaps_transpose_onto_one_scale():
+    a = np.array([[0.5, -1.0, 0.0], [0.2, 0.1, -0.3]])  # [evaluation, bin]
+    b = np.array([[2.0, 0.0, 0.0]])
+    fig = training_heatmaps([[100, 400], [100]], [1, 2, 4, 8], [a, b], ["2L", "1L"], "t", "tokens", "context",
+                            symmetric=True, windows=[(150, 300), None], window_label="pc", hlines=[3])
+    assert np.asarray(fig.data[0].z).shape == (3, 2) and list(fig.data[0].z[1]) == [-1.0, 0.1]
+    assert list(fig.data[0].x) == pytest.approx([50, 200, 800]) and list(fig.data[0].y) == [1, 2, 4, 8]
+    assert all(t.zmin == -2.0 and t.zmax == 2.0 for t in fig.data)
+    assert [t.showscale for t in fig.data] == [False, True]
+    vlines = [s for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1]
+    assert sorted(s.x0 for s in vlines) == [150, 300]
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis2.type == "log"
+    plain = training_heatmaps([[1, 2]], [1, 2], [[[3.0], [5.0]]], ["x"], "t", "a", "b")
+    assert (plain.data[0].zmin, plain.data[0].zmax) == (3.0, 5.0)
+
+
+def test_pattern_and_loss_puts_each_loss_at_the_predicted_token():
+    pattern = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
+    fig = pattern_and_loss(pattern, {"1L": [5, 5, 5, 5], "2L": [5, 5, 1, 1]}, 3, "t", "pattern", "loss",
+                           hover=["a", "b", "c", "d"])
+    heat, one, two = fig.data
+    assert np.asarray(heat.z).shape == (5, 5) and heat.zmax == 1
+    assert list(two.x) == [1, 2, 3, 4] and list(two.y) == [5, 5, 1, 1] and list(one.hovertext) == ["a", "b", "c", "d"]
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 3 and {s.x0 for s in lines if s.x0 == s.x1} == {2.5}
+    assert fig.layout.yaxis.autorange == "reversed"
