@@ -3,21 +3,31 @@
 import numpy as np
 import torch
 
-from circuits.analysis.bigrams import (bigram_loss, corpus_bigram_counts, corpus_bigram_logprobs, model_bigram_logprobs,
-                              rank_correlation)
+from circuits.analysis.bigrams import model_bigram_logprobs, rank_correlation
 from circuits.config import ModelConfig
-from circuits.metrics.losses import split_loss
 from circuits.model.transformer import AttnOnlyTransformer
 
 
-def test_corpus_counts_match_a_loop():
-    rng = np.random.default_rng(0)
-    stream = rng.integers(0, 7, size=500)
-    sources = np.array([1, 4, 6])
-    counts = corpus_bigram_counts(stream, sources, 7)
-    for i, s in enumerate(sources):
+def dense_bigram_counts(stream: np.ndarray, d_vocab: int) -> np.ndarray:
+    """Counts of (current, next) in a stream, [d_vocab, d_vocab]: the dense reference of the sparse helpers."""
+    counts = np.zeros((d_vocab, d_vocab), dtype=np.int64)
+    np.add.at(counts, (stream[:-1], stream[1:]), 1)
+    return counts
+
+
+def dense_bigram_logprobs(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Add-alpha smoothed log P(next | current), [d_vocab, d_vocab]."""
+    smoothed = counts + alpha
+    return np.log(smoothed / smoothed.sum(1, keepdims=True))
+
+
+def test_dense_references_are_the_loop():
+    stream = np.random.default_rng(0).integers(0, 7, size=500)
+    counts = dense_bigram_counts(stream, 7)
+    for s in range(7):
         for t in range(7):
-            assert counts[i, t] == sum(1 for a, b in zip(stream[:-1], stream[1:]) if a == s and b == t)
+            assert counts[s, t] == sum(1 for a, b in zip(stream[:-1], stream[1:]) if a == s and b == t)
+    np.testing.assert_allclose(np.exp(dense_bigram_logprobs(counts, 0.01)).sum(1), 1.0)
 
 
 def test_zero_layer_model_is_its_bigram_table():
@@ -28,16 +38,6 @@ def test_zero_layer_model_is_its_bigram_table():
     tokens = torch.randint(0, 23, (2, 8))
     table = model_bigram_logprobs(model, np.arange(23))
     torch.testing.assert_close(model(tokens).log_softmax(-1), table[tokens])
-    stream = np.random.default_rng(1).integers(0, 23, size=8 * 20 + 1)
-    loss = bigram_loss(stream, lambda rows: model_bigram_logprobs(model, rows).numpy(), 23, chunk=5)
-    assert abs(loss - split_loss(model, stream)) < 1e-4
-
-
-def test_smoothed_corpus_table_is_normalised():
-    counts = np.array([[0, 3, 1], [5, 0, 0]])
-    probs = np.exp(corpus_bigram_logprobs(counts))
-    np.testing.assert_allclose(probs.sum(1), 1.0)
-    assert probs[0, 1] > probs[0, 2] > probs[0, 0]
 
 
 def test_rank_correlation():

@@ -10,9 +10,10 @@ import torch
 from circuits.analysis.circuits import bilinear_scores
 from circuits.analysis.composition import k_composition_circuit
 from circuits.analysis.induction import (induction_eigenvalues, induction_positivity, offset_profile,
-                                         attends_over_several_tokens, previous_token_head, recent_mass,
+                                         attends_over_several_tokens, recent_mass,
                                          several_token_heads)
 from circuits.config import ModelConfig
+from circuits.metrics.heads import previous_token_heads
 from circuits.metrics.olsson import previous_token_scores
 from circuits.model.transformer import AttnOnlyTransformer
 
@@ -42,7 +43,7 @@ def test_previous_token_head_is_found_not_hard_coded():
         model = previous_token_model(prev)
         text = tokens_for(model.cfg, batch=4)
         assert float(previous_token_scores(model, text)[0, prev]) > 0.99
-        assert previous_token_head(model, text) == (0, prev)
+        assert previous_token_heads(previous_token_scores(model, text)) == [(0, prev)]
 
 
 def test_k_composition_circuit_orientation_is_dst_by_src(tiny_cfg):

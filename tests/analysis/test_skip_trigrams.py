@@ -18,9 +18,9 @@ from circuits.analysis.positional import attention_summary, causal_softmax
 from circuits.analysis.skip_trigram_bugs import (BigramCounts, crossed_pairs, find_skip_trigram_bugs, next_token_logprobs,
                                         positions_after, skip_trigram_counts, skip_trigram_effect, text_contexts)
 from circuits.analysis.skip_trigrams import (attention_preference, centered, column_maxima, column_top, dump_frame,
-                                    eigenvalue_radius, frequent_token_ids, rank_in_column, restrict,
+                                    eigenvalue_radius, frequent_token_ids, restrict,
                                     skip_trigram_support, skip_trigram_table, split_words, strongest_sources,
-                                    token_dump, token_variants, variant_ranks)
+                                    token_dump)
 
 
 def make_model(cfg, n_layers=1, init_std=0.3, seed=0):
@@ -128,12 +128,6 @@ def test_strongest_sources_column_top_and_ranks_match_dense():
     want = M[1, allowed, 10].topk(4)
     assert torch.equal(ids, allowed[want.indices])
     torch.testing.assert_close(v, want.values)
-    ranks = rank_in_column(fm, 10, 17, allowed)
-    for h in range(3):
-        col = M[h, allowed, 10]
-        assert int(ranks[h]) == 1 + int((col > M[h, 17, 10]).sum())
-    with pytest.raises(ValueError):
-        rank_in_column(fm, 10, 5, allowed)
 
 
 def test_skip_trigram_table_lists_each_sources_top_entries():
@@ -186,22 +180,6 @@ def test_split_words_finds_words_that_split_without_their_space():
 
     # " Ralph" splits as "R", "alph"; " Emma" has "Emma"; " Ann" is short; " wombat" is lower case; " Wo1f" not alpha
     assert split_words(list(vocab), vocab.__getitem__, encode) == [(1, 2, 3)]
-
-
-def test_token_variants_and_their_ranks():
-    words = {1: " Elizabeth", 2: "Elizabeth", 3: " elizabeth", 4: " the", 5: "The", 6: " of", 7: "x1", 8: " x1"}
-    var = token_variants(list(words), lambda i: words[i])
-    assert var == {1: [2, 3], 2: [1, 3], 3: [1, 2], 4: [5], 5: [4]}  # "x1" is not alphabetic, " of" too short
-    ov = random_fm(m=9, n=9, seed=4)
-    allowed = torch.arange(1, 9)
-    frame = variant_ranks(ov, var, allowed)
-    M = ov.dense()
-    assert len(frame) == 5 * 3
-    for r in frame.itertuples():
-        col = M[r.head, allowed, r.source]
-        assert r._3 == 1 + int((col > M[r.head, r.source, r.source]).sum())  # "self rank"
-        best = max(var[r.source], key=lambda v: float(M[r.head, v, r.source]))
-        assert r._4 == best and r._5 == 1 + int((col > M[r.head, best, r.source]).sum())
 
 
 # ---- measuring on sequences --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from circuits.metrics.losses import loss_fn
 from circuits.model.transformer import AttnOnlyTransformer
 from circuits.analysis.path_expansion import path_expansion_logits, path_expansion_residual
-from circuits.analysis.term_importance import (frozen_pattern_passes, order_logits, single_head_effects, single_head_terms,
+from circuits.analysis.term_importance import (frozen_pattern_passes, single_head_effects, single_head_terms,
                                       term_importance, virtual_head_effects, virtual_head_terms)
 
 
@@ -45,7 +45,8 @@ def test_order_terms_sum_to_the_logits_and_match_the_path_expansion(tiny_cfg):
     model, w = make_model(tiny_cfg), windows_for(tiny_cfg)
     x = w[:, :-1]
     logits, cache = model.run_with_cache(x)
-    orders = order_logits(model, x, cache)
+    finals = frozen_pattern_passes(model, x, cache)  # order k alone: pass k minus pass k - 1
+    orders = torch.cat([finals[:1], finals[1:] - finals[:-1]]) @ model.unembed.W_U
     torch.testing.assert_close(orders.sum(0), logits, atol=1e-5, rtol=1e-5)
     by_order, _ = path_expansion_logits(model, x, cache, by_order=True)  # the other engineer's expansion
     torch.testing.assert_close(orders, by_order, atol=1e-5, rtol=1e-5)

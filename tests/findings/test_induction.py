@@ -2,7 +2,6 @@
 (the whole pipeline runs, every row is well formed, a knock-out is the model with those heads' W_O zeroed), and
 on hand-made results (each verdict follows its stated rule)."""
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,25 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.analysis.ablation import ablate
-from circuits.config import get_preset
 from circuits.findings import induction
-from circuits.findings.context import Book
 from circuits.metrics.losses import per_token_loss
 from circuits.metrics.olsson import in_context_learning_score
 
-from ..analysis.models import make_model, tokens_for
+from ..analysis.models import make_model
+from . import books
 from ..train.test_phase_change import log_rows
 
 VERDICTS = {"reproduced", "partly", "not reproduced"}
 NOTEBOOK = Path(__file__).parents[2] / "book" / "06_induction.ipynb"
-
-
-class StubTokenizer:
-    eos_token_id = 0
-
-    def decode(self, ids):
-        return "".join(f"<{i}>" for i in ids)
 
 
 def synthetic_logs() -> dict[int, list[dict]]:
@@ -43,15 +33,7 @@ def synthetic_logs() -> dict[int, list[dict]]:
 @pytest.fixture
 def tiny_book(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
-    preset = dataclasses.replace(get_preset("smoke"), name="test-induction", d_model=tiny_cfg.d_model,
-                                 n_heads=tiny_cfg.n_heads, d_head=tiny_cfg.d_head, n_ctx=tiny_cfg.n_ctx,
-                                 d_vocab=tiny_cfg.d_vocab)
-    rng = np.random.default_rng(0)
-    tokens = {s: rng.integers(0, tiny_cfg.d_vocab, size=5_000).astype(np.uint16) for s in ("train", "validation")}
-    counts = np.bincount(tokens["train"], minlength=tiny_cfg.d_vocab)
-    book = Book(preset, tokens, StubTokenizer(), counts)
-    book._models[1] = make_model(tiny_cfg, n_layers=1, init_std=0.1, seed=1)
-    book._models[2] = make_model(tiny_cfg, init_std=0.1)
+    book = books.tiny_book(tiny_cfg, "test-induction", layers=(1, 2))
     logs = synthetic_logs()
     book.log = lambda n: logs[n]
     return book

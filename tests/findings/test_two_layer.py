@@ -1,44 +1,25 @@
 """The two-layer chapter's shared results and findings rows: on a tiny random model (the whole pipeline runs and
 every row is well formed), and on hand-made results (each verdict follows its stated rule)."""
 
-import dataclasses
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from circuits.config import get_preset
 from circuits.findings import two_layer
-from circuits.findings.context import Book
 
-from ..analysis.models import make_model
+from . import books
 
 VERDICTS = {"reproduced", "partly", "not reproduced"}
 NOTEBOOK = Path(__file__).parents[2] / "book" / "05_two_layer.ipynb"
 
 
-class StubTokenizer:
-    eos_token_id = 0
-
-    def decode(self, ids):
-        return "".join(f"<{i}>" for i in ids)
-
-
 @pytest.fixture
 def tiny_book(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
-    preset = dataclasses.replace(get_preset("smoke"), name="test-two-layer", d_model=tiny_cfg.d_model,
-                                 n_heads=tiny_cfg.n_heads, d_head=tiny_cfg.d_head, n_ctx=tiny_cfg.n_ctx,
-                                 d_vocab=tiny_cfg.d_vocab)
-    rng = np.random.default_rng(0)
-    tokens = {s: rng.integers(0, tiny_cfg.d_vocab, size=5_000).astype(np.uint16) for s in ("train", "validation")}
-    counts = np.bincount(tokens["train"], minlength=tiny_cfg.d_vocab)
-    book = Book(preset, tokens, StubTokenizer(), counts)
-    book._models[2] = make_model(tiny_cfg, init_std=0.1)
-    return book
+    return books.tiny_book(tiny_cfg, "test-two-layer")
 
 
 def test_results_and_rows_on_a_tiny_model(tiny_book):

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.analysis.bigrams import (corpus_bigram_counts, corpus_bigram_logprobs, counted_top_next,
-                                       frequent_pairs, model_bigram_logprobs, model_pair_logprobs,
+from circuits.analysis.bigrams import (counted_top_next, frequent_pairs, model_bigram_logprobs, model_pair_logprobs,
                                        smoothed_pair_logprobs)
 from circuits.analysis.skip_trigram_bugs import BigramCounts
 from circuits.findings import zero_layer
-from tests.analysis.models import make_model
+
+from ..analysis.models import make_model
+from ..analysis.test_bigrams import dense_bigram_counts, dense_bigram_logprobs
 
 V = 13
 
@@ -26,14 +27,14 @@ def stream():
 
 def test_smoothed_pair_logprobs_are_the_dense_tables_entries(stream):
     counts = BigramCounts(stream, V)
-    dense = corpus_bigram_logprobs(corpus_bigram_counts(stream, np.arange(V), V), alpha=0.3)
+    dense = dense_bigram_logprobs(dense_bigram_counts(stream, V), alpha=0.3)
     cur, nxt = np.meshgrid(np.arange(V), np.arange(V), indexing="ij")
     np.testing.assert_allclose(smoothed_pair_logprobs(counts, cur.ravel(), nxt.ravel(), 0.3), dense.ravel())
 
 
 def test_frequent_pairs_match_a_loop(stream):
     counts = BigramCounts(stream, V)
-    dense = corpus_bigram_counts(stream, np.arange(V), V)
+    dense = dense_bigram_counts(stream, V)
     sources = np.array([0, 2, 5, 11])
     cur, nxt, n = frequent_pairs(counts, sources, min_count=15)
     expected = [(c, x, dense[c, x]) for c in sources for x in range(V) if dense[c, x] >= 15]
@@ -42,7 +43,7 @@ def test_frequent_pairs_match_a_loop(stream):
 
 def test_counted_top_next_matches_the_dense_row(stream):
     counts = BigramCounts(stream, V)
-    dense = corpus_bigram_counts(stream, np.arange(V), V)
+    dense = dense_bigram_counts(stream, V)
     for c in range(V):
         ids, p = counted_top_next(counts, c, k=4)
         order = np.argsort(-dense[c], kind="stable")[: len(ids)]

@@ -1,11 +1,10 @@
 """Losses: per token against F.cross_entropy, binned by position, over a whole split."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from circuits.metrics.losses import loss_by_position, loss_fn, per_token_loss, position_bins, split_loss
+from circuits.metrics.losses import loss_by_position, loss_fn, per_token_loss, position_bins
 
 from ..analysis.models import make_model
 
@@ -28,11 +27,8 @@ def test_position_bins_cover_every_position_once():
     assert loss_by_position(loss, [0, 1, 4, 12]) == [0.0, 2.0, 7.5]
 
 
-def test_split_loss_predicts_every_token_once(tiny_cfg):
+def test_per_token_loss_at_chosen_positions_unembeds_only_those(tiny_cfg):
     model = make_model(tiny_cfg)
-    tokens = np.random.default_rng(0).integers(0, tiny_cfg.d_vocab, 3 * tiny_cfg.n_ctx + 1).astype(np.uint16)
-    windows = torch.as_tensor(tokens.astype(np.int64)).unfold(0, tiny_cfg.n_ctx + 1, tiny_cfg.n_ctx)
-    want = float(per_token_loss(model, windows).mean())
-    assert split_loss(model, tokens, batch_size=2) == pytest.approx(want, rel=1e-6)
-    with pytest.raises(ValueError, match="too few"):
-        split_loss(model, tokens[:10])
+    windows = torch.randint(0, tiny_cfg.d_vocab, (3, tiny_cfg.n_ctx + 1))
+    positions = [0, 5, tiny_cfg.n_ctx - 1]
+    torch.testing.assert_close(per_token_loss(model, windows, positions), per_token_loss(model, windows)[:, positions])

@@ -9,7 +9,7 @@ from circuits.metrics.olsson import (copying_scores, icl_positions, in_context_l
                                      prefix_matching_scores, random_token_samples, repeated_random_tokens)
 from circuits.model.transformer import AttnOnlyTransformer
 
-from ..analysis.models import make_model, tokens_for
+from ..analysis.models import make_model
 
 
 def test_copying_score_is_the_looped_definition(tiny_cfg):

@@ -1,7 +1,6 @@
 """Training: loss goes down, schedule, kill-and-resume is bit-identical, DDP on gloo."""
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from IPython.display import HTML
 
-from circuits.viz.attention_view import (JS_CORE, attention_html, decode_data, display_attention, value_weighted)
-from circuits.viz.html import extract_data
+from circuits.viz.attention_view import JS_CORE, attention_html, display_attention
+
+from .snippets import decode_data, extract_data, value_weighted
 
 NODE = shutil.which("node")
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from circuits.viz.html import extract_data, json_for_script, render
+from circuits.viz.html import json_for_script, render
+
+from .snippets import extract_data
 
 TEMPLATE = '<div id="%(id)s"><script type="application/json">%(data)s</script><script>%(core)s%(ui)s</script>' \
            '<noscript>%(plain)s</noscript></div>'

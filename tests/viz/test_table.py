@@ -7,7 +7,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from circuits.viz.html import extract_data
+from .snippets import extract_data
 from circuits.viz.table import JS_CORE, table_html
 
 NODE = shutil.which("node")

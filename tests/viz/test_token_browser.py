@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.viz.html import extract_data
-from circuits.viz.token_browser import JS_CORE, browser_data, browser_html, display_browser
+from .snippets import extract_data
+from circuits.viz.token_browser import JS_CORE, browser_data, browser_html
 from circuits.viz.tokens import show_token
 
 NODE = shutil.which("node")
@@ -41,7 +41,7 @@ def test_data_round_trips_and_html_is_self_contained():
     embedded = re.search(r'<script type="application/json">(.*?)</script>', snippet, re.S).group(1)
     assert "<" not in embedded and "&" not in embedded  # the token "</script><b>&" cannot close the tag
     assert extract_data(snippet) == data
-    assert "circuits-tokens-" in display_browser(data).data
+    assert "circuits-tokens-" in browser_html(data)
 
 
 def test_data_for_a_dump_of_some_tokens_only():

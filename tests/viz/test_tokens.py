@@ -1,6 +1,6 @@
 """Readable tokens: spaces, newlines and tabs visible; skip-trigrams in the paper's notation."""
 
-from circuits.viz.tokens import show_token, skip_trigram, token_labels
+from circuits.viz.tokens import show_token, skip_trigram
 
 
 def test_tokens_are_readable():
@@ -9,7 +9,6 @@ def test_tokens_are_readable():
     assert show_token("\tx") == "→x"
     assert show_token("") == "∅"
     assert show_token("(") == "("
-    assert token_labels([1, 2], lambda i: {1: " a", 2: "b\n"}[i]) == ["·a", "b↵"]
     assert skip_trigram("·keep", "·in", "·mind") == "·keep … ·in → ·mind"
 
 

@@ -17,16 +17,10 @@ import numpy as np
 import torch
 
 from circuits.metrics.heads import Head
-from circuits.metrics.olsson import previous_token_scores
 from circuits.model.transformer import AttnOnlyTransformer
 
 from .circuits import eigen_positivity, ov_circuit
 from .composition import k_composition_circuit
-
-
-def previous_token_head(model: AttnOnlyTransformer, text: torch.Tensor) -> Head:
-    """The layer-0 head with the highest previous-token score ``mean_i A[i, i-1]`` on ``text`` [batch, pos]."""
-    return 0, int(previous_token_scores(model, text)[0].argmax())
 
 
 RECENT_TOKENS = 8  # "the last several tokens" of the erratum: the sources 1 to 8 positions before the destination

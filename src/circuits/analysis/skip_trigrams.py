@@ -1,5 +1,5 @@
 """One-layer transformers: skip-trigram tables (``skip_trigram_table``), how each head supports one named
-skip-trigram (``skip_trigram_support``), copying across tokenisations (``split_words``, ``token_variants``)
+skip-trigram (``skip_trigram_support``), copying across tokenisations (``split_words``)
 and the per-token dump (paper "One-Layer Attention-Only Transformers"; the bugs are in
 ``skip_trigram_bugs``, positional heads in ``positional``, the loss of each path in
 ``path_expansion.head_term_losses``). Functions return token ids; the book shows them with
@@ -137,20 +137,6 @@ def column_top(fm: FactoredMatrix, col: int, allowed: torch.Tensor, k: int) -> t
 
 
 @torch.no_grad()
-def rank_in_column(fm: FactoredMatrix, col: int, row: int, allowed: torch.Tensor) -> torch.Tensor:
-    """Rank (1 = largest) of entry ``M[..., row, col]`` among ``M[..., allowed, col]``, [...].
-
-    ``row`` must be in ``allowed``. Ties count in the entry's favour.
-    """
-    allowed = torch.as_tensor(allowed)
-    if not bool((allowed == row).any()):
-        raise ValueError(f"row {row} is not among the allowed rows")
-    column = fm.block(allowed, col)  # [..., n]
-    value = fm.block(row, col)  # [...]
-    return 1 + (column > value[..., None]).sum(-1)
-
-
-@torch.no_grad()
 def skip_trigram_table(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, n_sources: int = 5,
                        k: int = 5) -> pd.DataFrame:
     """One row per (head, strong source): the source's top destinations (largest ``QK[dst, src]``) and
@@ -229,48 +215,6 @@ def split_words(ids: Sequence[int], decode: Decode, encode: Callable[[str], list
 
 
 # ---- tokenisation variants ----------------------------------------------------------------------------
-
-def token_variants(ids: Sequence[int], decode: Decode, min_len: int = 3) -> dict[int, list[int]]:
-    """Tokens of the same word written differently: ``" Elizabeth"``/``"Elizabeth"``/``" elizabeth"``.
-
-    Tokens among ``ids`` whose text, without surrounding whitespace and lower-cased, is the same
-    alphabetic word of at least ``min_len`` letters form a group; returns token -> the other members
-    of its group (tokens alone in their group are left out).
-    """
-    groups: dict[str, list[int]] = {}
-    for i in ids:
-        word = decode(int(i)).strip().lower()
-        if len(word) >= min_len and word.isalpha():
-            groups.setdefault(word, []).append(int(i))
-    return {i: [j for j in g if j != i] for g in groups.values() if len(g) > 1 for i in g}
-
-
-@torch.no_grad()
-def variant_ranks(ov: FactoredMatrix, variants: dict[int, list[int]], allowed: torch.Tensor) -> pd.DataFrame:
-    """For every source with variants: the OV rank (among ``allowed`` outputs, 1 = top) of the source
-    itself and of its best-ranked variant, per head. ov [n_heads, out, src].
-
-    Returns a frame with columns ``source``, ``head``, ``self rank``, ``best variant``, ``variant rank``.
-    """
-    allowed = torch.as_tensor(allowed)
-    sources = torch.tensor(sorted(variants), dtype=torch.long)
-    rows = []
-    for start in range(0, len(sources), 256):
-        src = sources[start:start + 256]
-        cols = restrict(ov, allowed, src).dense()  # [H, n_allowed, chunk]
-        position = {int(t): i for i, t in enumerate(allowed.tolist())}
-        for j, s in enumerate(src.tolist()):
-            col = cols[..., j]  # [H, n_allowed]
-            self_rank = 1 + (col > col[:, position[s]][:, None]).sum(-1)
-            var_idx = torch.tensor([position[v] for v in variants[s]])
-            var_vals = col[:, var_idx]  # [H, n_var]
-            best_val, best_at = var_vals.max(-1)
-            var_rank = 1 + (col > best_val[:, None]).sum(-1)
-            for h in range(col.shape[0]):
-                rows.append({"source": s, "head": h, "self rank": int(self_rank[h]),
-                             "best variant": variants[s][int(best_at[h])], "variant rank": int(var_rank[h])})
-    return pd.DataFrame(rows)
-
 
 # ---- the per-token dump ---------------------------------------------------------------------------
 

@@ -83,18 +83,6 @@ def frozen_pattern_passes(model: AttnOnlyTransformer, tokens: torch.Tensor,
     return torch.stack(finals)
 
 
-@torch.no_grad()
-def order_logits(model: AttnOnlyTransformer, tokens: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
-    """The logits of the terms of each order alone, [n_layers + 1, batch, pos, d_vocab].
-
-    order k = ``W_U (x^k - x^{k-1})`` (``x^{-1} = 0``): order 0 the direct path, 1 the single heads,
-    2 the virtual heads, ... Their sum is the model's logits.
-    """
-    finals = frozen_pattern_passes(model, tokens, cache)
-    terms = torch.cat([finals[:1], finals[1:] - finals[:-1]])
-    return terms @ model.unembed.W_U
-
-
 @dataclass
 class TermImportance:
     """Losses (nats) of the frozen-pattern passes. ``losses[k]``: all terms of order <= k."""

@@ -42,11 +42,3 @@ def token_counts(tokens: np.ndarray, d_vocab: int) -> np.ndarray:
 def document_lengths(corpus: datasets.Dataset) -> np.ndarray:
     """UTF-8 bytes of every document of a split."""
     return np.array([len(t.encode("utf-8")) for t in corpus["text"]])
-
-
-def top_tokens(counts: np.ndarray, decode, k: int = 20) -> list[dict]:
-    """The ``k`` most frequent tokens with their text (``decode``: id -> str) and share."""
-    order = np.argsort(-counts, kind="stable")[:k]
-    total = counts.sum()
-    return [{"id": int(i), "token": repr(decode(int(i))), "count": int(counts[i]), "share": counts[i] / total}
-            for i in order]

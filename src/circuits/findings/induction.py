@@ -18,13 +18,12 @@ import torch
 
 from circuits.analysis.ablation import ablate
 from circuits.config import get_preset
-from circuits.metrics.heads import (INDUCTION_THRESHOLD, PREVIOUS_TOKEN_THRESHOLD, Head, head_name, induction_heads,
-                                    previous_token_heads)
+from circuits.metrics.heads import Head, head_name, induction_heads, previous_token_heads
 from circuits.metrics.losses import per_token_loss
 from circuits.metrics.olsson import (ICL_BAND, ICL_WINDOWS, copying_scores, icl_positions, in_context_learning_score,
                                      prefix_matching_scores, previous_token_scores, repeated_random_tokens)
 from circuits.paths import project_root
-from circuits.train.log import PHASE_ONSET, eval_rows, first_induction, loss_bump, phase_change, position_loss_grid
+from circuits.train.log import eval_rows, first_induction, loss_bump, phase_change, position_loss_grid
 from circuits.train.sweep import EARLY_TOKENS, induction_fraction, read_sweep, sweep_label, sweep_summary
 
 from .context import Book

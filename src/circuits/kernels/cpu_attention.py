@@ -27,7 +27,6 @@ import ctypes
 import functools
 import math
 import os
-from pathlib import Path
 
 import torch
 

@@ -13,8 +13,6 @@ from einops import einsum
 
 from circuits.model.transformer import AttnOnlyTransformer
 
-from .losses import per_token_loss
-
 
 def stacked_patterns(cache: dict[str, torch.Tensor], n_layers: int) -> torch.Tensor:
     """Attention patterns of every layer, [layer, batch, head, dst, src]."""

@@ -25,16 +25,6 @@ from .html import as_display, render
 SCALE = 1000  # stored integers are round(SCALE * value): 3 decimals
 
 
-def value_weighted(patterns: np.ndarray, values_norm: np.ndarray) -> np.ndarray:
-    """Value-weighted attention ``A[t, s] ||v_s|| / sum_s' A[t, s'] ||v_s'||`` (rows sum to 1).
-
-    patterns [..., dst, src], values_norm [..., src]; a row whose weights are all zero stays zero.
-    """
-    w = patterns * values_norm[..., None, :]
-    total = w.sum(-1, keepdims=True)
-    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
-
-
 def encode_data(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None) -> dict:
     """The viewer's data: lower triangles and value norms as integers (see the module doc)."""
     patterns = np.asarray(patterns, dtype=np.float64)
@@ -53,16 +43,6 @@ def encode_data(tokens_str: list[str], patterns: np.ndarray, values_norm: np.nda
         rel = np.divide(v, top, out=np.zeros_like(v), where=top > 0)
         data["values"] = np.rint(rel * SCALE).astype(np.int64).reshape(n_layers * n_heads, n).tolist()
     return data
-
-
-def decode_data(data: dict) -> tuple[np.ndarray, np.ndarray | None]:
-    """Inverse of ``encode_data`` (up to the rounding): patterns [L, H, n, n], relative value norms [L, H, n]."""
-    L, H, n = data["n_layers"], data["n_heads"], len(data["tokens"])
-    pats = np.zeros((L * H, n, n))
-    rows, cols = np.tril_indices(n)
-    pats[:, rows, cols] = np.asarray(data["patterns"]) / data["scale"]
-    values = None if data["values"] is None else (np.asarray(data["values"]) / data["scale"]).reshape(L, H, n)
-    return pats.reshape(L, H, n, n), values
 
 
 # Pure functions, also run by the tests under node: the row of weights a destination token gives.

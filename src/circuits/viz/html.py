@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 
 _ids = itertools.count()
 
@@ -29,14 +28,6 @@ def render(template: str, id_prefix: str, data: dict, core: str, ui: str, plain:
     text = json_for_script(data)
     view_id = f"{id_prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}-{next(_ids)}"
     return template % {"id": view_id, "data": text, "core": core, "ui": ui % {"id": view_id}, "plain": plain}
-
-
-def extract_data(snippet: str) -> dict:
-    """The JSON data embedded in a snippet (for tests and inspection)."""
-    match = re.search(r'<script type="application/json">(.*?)</script>', snippet, re.S)
-    if match is None:
-        raise ValueError("no embedded data in this snippet")
-    return json.loads(match.group(1))
 
 
 def as_display(snippet: str):

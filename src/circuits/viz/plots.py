@@ -42,24 +42,6 @@ def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and valid
     return fig
 
 
-def score_curves(logs: Mapping[str, list[dict]], keys: Mapping[str, str], title: str,
-                 thresholds: Mapping[str, float] | None = None) -> go.Figure:
-    """One panel per score (``keys``: log field -> panel title) against tokens, one line per run."""
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys.values()))
-    colours = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
-    for col, key in enumerate(keys, 1):
-        for (name, rows), colour in zip(logs.items(), colours):
-            ev = [r for r in rows if key in r]
-            fig.add_scatter(x=[r["tokens"] for r in ev], y=[r[key] for r in ev], mode="lines+markers",
-                            name=name, legendgroup=name, showlegend=col == 1,
-                            line=dict(color=colour), row=1, col=col)
-        if thresholds and key in thresholds:
-            fig.add_hline(y=thresholds[key], line_dash="dot", line_color="grey", row=1, col=col)
-        fig.update_xaxes(type="log", title_text="training tokens", row=1, col=col)
-    fig.update_layout(title=title, **{**LAYOUT, "height": 380})
-    return fig
-
-
 def scatter(x: Sequence[float], y: Sequence[float], hover: Sequence[str], title: str, xlabel: str, ylabel: str,
             diagonal: bool = False, color: Sequence[float] | None = None, color_label: str = "") -> go.Figure:
     """Scatter with hover labels; ``diagonal`` draws y = x."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .html import as_display, render
+from .html import render
 from .tokens import EMPTY, NEWLINE, SPACE, TAB, legend
 
 KINDS = ("ov_out", "qk_src", "qk_dst")
@@ -140,8 +140,3 @@ def browser_html(data: dict) -> str:
     """The self-contained snippet for ``browser_data(...)``."""
     plain = html.escape(f"The token table needs JavaScript ({len(data['rows'])} tokens).")
     return render(_TEMPLATE, "circuits-tokens", data, JS_CORE, _JS_UI, plain)
-
-
-def display_browser(data: dict):
-    """``browser_html`` as an ``IPython.display.HTML`` for a notebook cell."""
-    return as_display(browser_html(data))

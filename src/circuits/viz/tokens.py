@@ -10,7 +10,7 @@ it is; the bytes of a character split between tokens are shown as ``⟨e2⟩``. 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 SPACE, NEWLINE, TAB, EMPTY = "·", "↵", "→", "∅"
 _MARKS = str.maketrans({" ": SPACE, "\n": NEWLINE, "\t": TAB, "\r": "␍",  # other control characters: ⟨1f⟩
@@ -37,11 +37,6 @@ def show_bytes(raw: bytes) -> str:
     """A token given as bytes (``data.tokenizer.token_bytes``): text as ``show_token``, and the bytes that are only
     part of a character (byte-level BPE tokens split some characters) as ⟨e2⟩⟨80⟩ rather than "\ufffd"."""
     return show_token(raw.decode("utf-8", errors="circuits-token-bytes"))
-
-
-def token_labels(ids: Sequence[int], decode: Decode) -> list[str]:
-    """Readable labels of token ids (``show_token`` of each decoded id)."""
-    return [show_token(decode(int(i))) for i in ids]
 
 
 def skip_trigram(source: str, destination: str, output: str) -> str:
