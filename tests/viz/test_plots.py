@@ -1,7 +1,8 @@
-"""Figure functions: data in, figure out (the figures of the two-layer chapter)."""
+"""Figure functions: data in, figure out."""
 
 import numpy as np
 
+from circuits.viz import plots
 from circuits.viz.plots import labelled_scatter, line_chart, shared_heatmaps
 
 
@@ -59,3 +60,29 @@ def test_annotated_heatmap_writes_every_value():
     trace = fig.data[0]
     assert trace.text[1][0] == "1.00" and trace.zmin == 0 and trace.zmax == 1.0
     assert list(trace.y) == ["a", "b"] and fig.layout.yaxis.autorange == "reversed"
+
+
+def test_log_histogram_bins_evenly_in_log_and_counts_every_positive_value():
+    values = [0, 3, 10, 30, 100, 300, 1000, 1000]
+    fig = plots.histogram(values, "", "bytes", log_x=True, bins=3)
+    bar = fig.data[0]
+    assert sum(bar.y) == 7  # the zero cannot sit on a log axis
+    assert list(bar.y) == [2, 2, 3]
+    np.testing.assert_allclose(np.diff(np.log10(np.asarray(bar.x))), np.log10(1000 / 3) / 3)
+    assert fig.layout.xaxis.type == "log"
+
+
+def test_loss_curves_shade_the_band():
+    rows = [{"tokens": t, "train_loss": 5.0, "val_loss": 5.0} for t in (1, 10, 100)]
+    fig = plots.loss_curves({"2L": rows}, "", band=(10, 50), band_label="phase change")
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.x1) == (10, 50)
+    assert fig.layout.annotations[0].text == "phase change" and fig.layout.annotations[0].x == 1
+
+
+def test_loss_gap_subtracts_at_the_shared_evaluations():
+    a = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.0), (10, 4.0), (100, 3.0))]
+    b = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.5), (10, 3.5), (50, 3.2))]
+    fig = plots.loss_gap(a, b, "", "gap", band=(2, 8), band_label="band")
+    assert list(fig.data[0].x) == [1, 10] and list(fig.data[0].y) == [0.5, -0.5]
+    assert fig.layout.annotations[0].x == np.log10(2)  # annotations on a log axis sit in log10 units

@@ -3,7 +3,8 @@
 Each chapter's module (``findings.models``, ``framework``, ``zero_layer``, ``one_layer``, ``two_layer``,
 ``induction``) gives the rows of the claims its chapter tests, ``findings_rows(book)``, from the results the
 chapter itself computed (shared through the build's cache, never recomputed differently), and decides each
-verdict by a rule stated in its code. This module only puts them in the book's order.
+verdict by a rule stated in its code and in the row's ``rule`` (which the table shows). This module only puts
+them in the book's order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .context import Book
 
 CHAPTERS = (framework, models, zero_layer, one_layer, two_layer, induction)  # the order of the book
 VERDICTS = ("reproduced", "partly", "not reproduced")
-FIELDS = ("claim", "paper", "ours", "verdict", "section")
+FIELDS = ("claim", "paper", "ours", "verdict", "rule", "section")
 
 
 def check_row(row: dict) -> dict:

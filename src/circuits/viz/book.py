@@ -28,6 +28,8 @@ import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 
 RENDERER_NAME = "circuits_book"
+# no toolbar over the figures (it covered their titles and legends); zoom by dragging, reset by double-clicking
+FIGURE_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 
 # plotly's "responsive" listens to window resizes only; a figure drawn while the page is still
 # loading keeps a stale width (and a horizontal scrollbar) once the page's own layout settles.
@@ -60,8 +62,7 @@ def setup_plotly() -> str:
 
     Returns the name of the default renderer. Safe to call more than once.
     """
-    pio.renderers[RENDERER_NAME] = BookHtmlRenderer(config={"displaylogo": False,
-                                                           "responsive": True})
+    pio.renderers[RENDERER_NAME] = BookHtmlRenderer(config=FIGURE_CONFIG)
     pio.renderers.default = f"plotly_mimetype+{RENDERER_NAME}"
     return pio.renderers.default
 
@@ -79,7 +80,7 @@ class _Glued:
 
 def figure_bundle(fig) -> _Glued:
     """``fig`` (plotly) in the book's offline form, ready for ``glue``."""
-    bundle = BookHtmlRenderer(config={"displaylogo": False, "responsive": True}).to_mimebundle(fig.to_dict())
+    bundle = BookHtmlRenderer(config=FIGURE_CONFIG).to_mimebundle(fig.to_dict())
     return _Glued(bundle)
 
 

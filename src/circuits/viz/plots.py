@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -19,16 +20,30 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, ylabel
     return fig
 
 
-def histogram(values: Sequence[float], title: str, xlabel: str, log_x: bool = False) -> go.Figure:
-    fig = go.Figure(go.Histogram(x=list(values), nbinsx=60))
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="count", **LAYOUT)
+def histogram(values: Sequence[float], title: str, xlabel: str, log_x: bool = False, bins: int = 40) -> go.Figure:
+    """Counts of ``values`` in ``bins`` bins, drawn as bars; ``log_x`` spaces the bins evenly in log10 (plotly's
+    own histogram bins linearly, which leaves a log axis empty). Non-positive values are dropped on a log axis."""
+    values = np.asarray(values, dtype=float)
+    if log_x:
+        values = values[values > 0]
+        edges = np.logspace(np.log10(values.min()), np.log10(values.max()), bins + 1)
+    else:
+        edges = np.linspace(values.min(), values.max(), bins + 1)
+    counts, edges = np.histogram(values, edges)
+    centres = np.sqrt(edges[:-1] * edges[1:]) if log_x else (edges[:-1] + edges[1:]) / 2
+    hover = [f"{lo:,.0f} to {hi:,.0f}: {c:,}" for lo, hi, c in zip(edges, edges[1:], counts)]
+    fig = go.Figure(go.Bar(x=centres, y=counts, width=np.diff(edges), hovertext=hover, hoverinfo="text",
+                           marker_line_width=0))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="count", bargap=0, **LAYOUT)
     if log_x:
         fig.update_xaxes(type="log")
     return fig
 
 
-def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and validation loss") -> go.Figure:
-    """Train loss (thin) and validation loss (markers) against tokens, one colour per run."""
+def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and validation loss",
+                band: tuple[float, float] | None = None, band_label: str = "") -> go.Figure:
+    """Train loss (thin) and validation loss (markers) against tokens, one colour per run; ``band`` shades a
+    window of training tokens (the phase change), labelled ``band_label``."""
     fig = go.Figure()
     colours = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a"]
     for (name, rows), colour in zip(logs.items(), colours):
@@ -39,6 +54,22 @@ def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and valid
                         name=f"{name} validation", line=dict(color=colour, width=2))
     fig.update_layout(title=title, xaxis_title="training tokens", yaxis_title="loss (nats/token)", **LAYOUT)
     fig.update_xaxes(type="log")
+    _shade_window(fig, band, band_label, log_x=True)
+    return fig
+
+
+def loss_gap(rows_a: list[dict], rows_b: list[dict], title: str, ylabel: str,
+             band: tuple[float, float] | None = None, band_label: str = "") -> go.Figure:
+    """Validation loss of run b minus run a at the training tokens both evaluated (below zero: b is ahead),
+    against tokens on a log axis, with ``band`` shaded."""
+    a = {r["tokens"]: r["val_loss"] for r in rows_a if "val_loss" in r}
+    both = [r for r in rows_b if "val_loss" in r and r["tokens"] in a]
+    fig = go.Figure(go.Scatter(x=[r["tokens"] for r in both], y=[r["val_loss"] - a[r["tokens"]] for r in both],
+                               mode="lines+markers", line=dict(color="#00cc96", width=2), showlegend=False))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, xaxis_title="training tokens", yaxis_title=ylabel, **{**LAYOUT, "height": 320})
+    fig.update_xaxes(type="log")
+    _shade_window(fig, band, band_label, log_x=True)
     return fig
 
 
@@ -226,13 +257,23 @@ def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title:
     return fig
 
 
-def _shade_window(fig: go.Figure, window: tuple[float, float] | None, label: str = "", **where) -> None:
-    """Shade x0..x1 (e.g. the phase change) in one panel of ``fig`` (``where``: row=, col=) or in all."""
-    if window is not None:
-        fig.add_vrect(x0=float(window[0]), x1=float(window[1]), fillcolor="rgba(214, 39, 40, 0.12)", line_width=0,
-                      layer="below", annotation_text=label or None, annotation_position="top left",
-                      annotation_font=dict(size=10, color="rgb(160, 30, 30)"), exclude_empty_subplots=False,
-                      **where)
+def _shade_window(fig: go.Figure, window: tuple[float, float] | None, label: str = "", log_x: bool = False,
+                  **where) -> None:
+    """Shade x0..x1 (e.g. the phase change) in one panel of ``fig`` (``where``: row=, col=) or in all. On a log
+    x-axis the label is placed by hand: plotly positions a shape's label in data units, an annotation's in log10
+    units, so the shape's own label would land off the axis."""
+    if window is None:
+        return
+    x0, x1 = float(window[0]), float(window[1])
+    font = dict(size=11, color="rgb(160, 30, 30)")
+    shape_label = dict(annotation_text=label, annotation_position="top left", annotation_font=font)
+    fig.add_vrect(x0=x0, x1=x1, fillcolor="rgba(214, 39, 40, 0.12)", line_width=0, layer="below",
+                  exclude_empty_subplots=False, **(shape_label if label and not log_x else {}), **where)
+    if label and log_x:
+        xref = "x" if not where else fig.get_subplot(**where).xaxis.plotly_name.replace("axis", "")
+        yref = ("y" if not where else fig.get_subplot(**where).yaxis.plotly_name.replace("axis", "")) + " domain"
+        fig.add_annotation(x=math.log10(x0), y=1, xref=xref, yref=yref, text=label, showarrow=False,
+                           xanchor="right", yanchor="top", font=font)
 
 
 def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, float] | None = None,
@@ -255,7 +296,7 @@ def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, 
                             row=r, col=c)
         if panel.get("hline") is not None:
             fig.add_hline(y=float(panel["hline"]), line_dash="dot", line_color="grey", row=r, col=c)
-        _shade_window(fig, window, window_label if i == 0 else "", row=r, col=c)
+        _shade_window(fig, window, window_label if i == 0 else "", log_x=log_x, row=r, col=c)
         fig.update_xaxes(type="log" if log_x else "linear", title_text="training tokens", row=r, col=c)
         fig.update_yaxes(title_text=panel.get("ylabel", ""), row=r, col=c)
     fig.update_layout(title=title, **{**LAYOUT, "height": 330 * rows + 90,

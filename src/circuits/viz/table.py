@@ -25,6 +25,8 @@ STYLE = """
 .circuits-table th { border-bottom: 2px solid #999; background: #fafafa; white-space: normal; }
 .circuits-table td.text, .circuits-table th.text, .circuits-table td.html, .circuits-table th.html {
   text-align: left; white-space: normal; min-width: 8em; }
+/* stated per kind: the theme's own table rules outrank the plain td rule above */
+.circuits-table td.num, .circuits-table th.num { text-align: right; }
 .circuits-table .controls { margin: 0.3em 0; font-size: 0.9em; }
 .circuits-table .controls input { padding: 0.15em 0.4em; width: 16em; }
 .circuits-table .controls button { margin-left: 0.4em; }
