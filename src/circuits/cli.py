@@ -4,11 +4,10 @@
     torchrun --nproc_per_node 8 -m circuits.cli train --preset paper --layers 2
     python -m circuits.cli publish --preset cpu --layers 0 1 2 --snapshots 4
 
-The published cpu models (README, trial 33) were trained with ``train --preset cpu --layers 2 1 0`` and published with
+The published cpu models (benchmarks/HISTORY.md, trial 42) were trained with ``train --preset cpu --layers 2 1 0``
+and published without snapshots (the book reads the training logs) with
 
-    python -m circuits.cli publish --preset cpu --layers 0 --snapshots 0
-    python -m circuits.cli publish --preset cpu --layers 1 --snapshot-steps 192 772 1953
-    python -m circuits.cli publish --preset cpu --layers 2 --snapshot-steps 192 768 1219 1936 4882
+    python -m circuits.cli publish --preset cpu --layers 0 1 2
 """
 
 from __future__ import annotations
