@@ -13,6 +13,16 @@ import torch
 from circuits.config import ModelConfig, TrainConfig
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """``open_book`` switches autograd off for a notebook's whole kernel; inside the suite that would leak
+    into every later test (a backward would fail far from its cause), so each test starts and ends with
+    autograd on."""
+    torch.set_grad_enabled(True)
+    yield
+    torch.set_grad_enabled(True)
+
+
 def _loss_and_gradients(model, tokens: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The training loss of ``model`` on ``tokens`` [batch, n_ctx + 1] (bf16 autocast or not) and every
     parameter's gradient, as a training step computes them."""
