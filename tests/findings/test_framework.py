@@ -16,6 +16,7 @@ from circuits.analysis.qk_paths import (COMPOSITION_GROUPS, bilinear_row_centred
                                         grouped_queries_keys, piece_queries_keys, qk_score_paths, residual_pieces,
                                         row_centred_rms, term_rms)
 from circuits.findings import framework
+from circuits.findings.table import check_row
 from tests.analysis.models import make_model, tokens_for
 
 
@@ -148,6 +149,9 @@ class StandInBook:
     def windows(self, n):
         return tokens_for(self.cfg, batch=n, n=self.cfg.n_ctx + 1)
 
+    def decode(self, token):
+        return "abcdefghijklmnopqrstuvwxyz"[int(token) % 26] * (1 + int(token) % 3)
+
     def repeated(self):
         half = tokens_for(self.cfg, batch=3, n=self.cfg.n_ctx // 2, seed=5)
         return torch.cat([half, half], dim=1)
@@ -163,12 +167,44 @@ def test_framework_findings_hold_on_a_random_model(tiny_cfg):
     assert r["qk_term_rms"].shape == (tiny_cfg.n_heads, 2 + tiny_cfg.n_heads, 2 + tiny_cfg.n_heads)
     assert len(r["virtual"]["head_to_embedding_rms"]) == tiny_cfg.n_heads
     assert all(0 <= h < tiny_cfg.n_heads for h in [*r["induction_heads"], *r["previous_token_heads"]])
+    assert 0 <= r["k_head"] < tiny_cfg.n_heads and 0 <= r["k_writer"] < tiny_cfg.n_heads
+    assert len(r["qk_head_diff"]) == len(r["qk_head_scale"]) == tiny_cfg.n_heads
+    assert r["qk_diff"] == max(r["qk_head_diff"]) and framework.qk_exact(r)
+    ex = r["example"]  # random windows hold no repeated phrase: Olsson's repeated tokens do
+    assert ex["text"] == "repeated random tokens"
+    seq, i, k = ex["tokens"], ex["dst"], ex["earlier"]
+    assert seq[i - 2:i + 2] == seq[k - 2:k + 2] and i - k >= framework.EXAMPLE_GAP
     rows = framework.findings_rows(book)
     assert len(rows) == 5
     for row in rows:
-        assert set(row) == {"claim", "paper", "ours", "verdict", "section"}
+        check_row(row)
         assert row["verdict"] == "reproduced", row
         assert row["section"].startswith("01_framework#framework-")
+        assert "_{" not in row["claim"] + row["ours"]  # words, not TeX
+
+
+def test_find_repeat_takes_the_first_phrase_that_repeats():
+    is_word = lambda t: t >= 10  # noqa: E731
+    #              0   1   2   3   4   5   6   7   8   9  10  11  12  13  14  15
+    row = [1, 2, 10, 3, 4, 5, 6, 7, 8, 9, 1, 2, 10, 3, 7, 7]
+    assert framework.find_repeat(torch.tensor([row]), is_word, gap=5) == (0, 12, 2)
+    assert framework.find_repeat(torch.tensor([row]), is_word, gap=11) is None  # too close
+    assert framework.find_repeat(torch.tensor([row]), lambda t: False, gap=5) is None  # not a word
+    two = [[0] * 16, row]
+    assert framework.find_repeat(torch.tensor(two), is_word, gap=5) == (1, 12, 2)
+    latest = [1, 2, 10, 3, 0, 1, 2, 10, 3, 0, 5, 1, 2, 10, 3]  # the latest earlier copy is the one returned
+    assert framework.find_repeat(torch.tensor([latest]), is_word, gap=5) == (0, 7, 2)
+    assert framework.find_repeat(torch.tensor([latest[:7] + latest[11:]]), is_word, gap=5) == (0, 9, 2)
+
+
+def test_k_composition_head_and_writer():
+    groups = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 5.0, 5.0]])
+    assert framework.k_composition_head(groups) == 1  # share 0.75 against 0.5
+    pieces = ["position", "token", "0.0", "0.1", "0.2"]
+    rms = torch.zeros(3, 5, 5)
+    rms[1, 1, 3] = 2.0  # head 1.1's (token, 0.1) term
+    rms[1, 2, 4] = 9.0  # a Q-composition term does not count
+    assert framework.k_composition_writer(rms, pieces, 1) == 1
 
 
 def test_exactness_rule():
