@@ -15,12 +15,15 @@ from circuits.metrics.losses import loss_fn
 from circuits.model.transformer import AttnOnlyTransformer
 from circuits.analysis.path_expansion import head_term_losses
 from circuits.analysis.positional import attention_summary, causal_softmax
-from circuits.analysis.skip_trigram_bugs import (BigramCounts, crossed_pairs, find_skip_trigram_bugs, next_token_logprobs,
-                                        positions_after, skip_trigram_counts, skip_trigram_effect, text_contexts)
+from circuits.analysis.scan.tables import copying_rates
+from circuits.analysis.skip_trigram_bugs import (BigramCounts, crossed_pairs, find_skip_trigram_bugs,
+                                                 last_position_terms, next_token_logprobs, phrase_counts,
+                                                 positions_after, sequence_starts, skip_trigram_counts,
+                                                 skip_trigram_effect, text_contexts)
 from circuits.analysis.skip_trigrams import (attention_preference, centered, column_maxima, column_top, dump_frame,
-                                    eigenvalue_radius, frequent_token_ids, restrict,
-                                    skip_trigram_support, skip_trigram_table, split_words, strongest_sources,
-                                    token_dump)
+                                             eigenvalue_radius, frequent_token_ids, restrict, self_ranks,
+                                             skip_trigram_support, skip_trigram_table, split_words,
+                                             strongest_sources, token_dump, whole_words)
 
 
 def make_model(cfg, n_layers=1, init_std=0.3, seed=0):
@@ -128,6 +131,11 @@ def test_strongest_sources_column_top_and_ranks_match_dense():
     want = M[1, allowed, 10].topk(4)
     assert torch.equal(ids, allowed[want.indices])
     torch.testing.assert_close(v, want.values)
+    candidates = torch.tensor([4, 11, 25])  # sources among these only, outputs still among allowed
+    src, vals = strongest_sources(fm, allowed, 2, candidates)
+    top = M[:, allowed][:, :, candidates].max(-2).values.topk(2, dim=-1)
+    assert torch.equal(src, candidates[top.indices])
+    torch.testing.assert_close(vals, top.values)
 
 
 def test_skip_trigram_table_lists_each_sources_top_entries():
@@ -141,6 +149,8 @@ def test_skip_trigram_table_lists_each_sources_top_entries():
     assert row["max OV"] == pytest.approx(float(ov.dense()[1, allowed, s].max()), rel=1e-5)
     assert row["outputs"] == allowed[ov.dense()[1, allowed, s].topk(3).indices].tolist()
     assert row["destinations"] == allowed[qk.dense()[1, allowed, s].topk(3).indices].tolist()
+    given = strongest_sources(ov, allowed, 4)  # the first n_sources of sources computed beforehand
+    assert skip_trigram_table(ov, qk, allowed, n_sources=2, k=3, sources=given).equals(table)
 
 
 def test_skip_trigram_support_matches_dense():
@@ -199,11 +209,33 @@ def test_text_contexts_and_effects_match_the_model(tiny_cfg):
         diffs = [lp(source, i) - np.mean([lp(c, i) for c in controls]) for i in range(6)]
         assert frame["log-prob change (nats)"][j] == pytest.approx(np.mean(diffs), abs=1e-4)
         assert frame["P with source"][j] == pytest.approx(np.mean([np.exp(lp(source, i)) for i in range(6)]), rel=1e-4)
+        ctx = [lp(source, i) - np.mean([lp(c, i) for c in controls]) for i in range(6)]
+        assert frame["standard error"][j] == pytest.approx(np.std(ctx, ddof=1) / np.sqrt(6), rel=1e-3, abs=1e-6)
+        logit = lambda first, i: float(model(torch.tensor([[*pre[i], first, *gap[i], dest]]))[0, -1, t])
+        rise = np.mean([logit(source, i) - np.mean([logit(c, i) for c in controls]) for i in range(6)])
+        assert frame["logit change"][j] == pytest.approx(rise, abs=1e-4)
+        assert sum(frame["head logit change"][j]) == pytest.approx(rise, abs=1e-4)  # split exactly over heads
     no_dest = skip_trigram_effect(model, pre, gap, source, controls, targets)  # destination = last gap token
     want = float(model(torch.tensor([[*pre[0], source, *gap[0]]]))[0, -1].softmax(-1)[3])
     assert no_dest["P with source"][0] == pytest.approx(
         np.mean([float(model(torch.tensor([[*pre[i], source, *gap[i]]]))[0, -1].softmax(-1)[3]) for i in range(6)]),
         rel=1e-4) and want > 0
+    two = make_model(tiny_cfg, n_layers=2)  # the general path: every position through every block
+    torch.testing.assert_close(next_token_logprobs(two, seqs), two(seqs)[:, -1].log_softmax(-1))
+    frame2 = skip_trigram_effect(two, pre, gap, source, controls, targets, dest=dest)
+    assert "head logit change" not in frame2 and frame2["standard error"].notna().all()
+
+
+def test_last_position_terms_split_the_residual_stream(tiny_cfg):
+    model = make_model(tiny_cfg)
+    seqs = torch.randint(0, tiny_cfg.d_vocab, (5, 11))
+    seqs[1:, :-3] = seqs[0, :-3]  # sequences sharing most tokens share (token, position) keys
+    direct, heads = last_position_terms(model, seqs)
+    _, cache = model.run_with_cache(seqs)
+    torch.testing.assert_close(direct, cache["hook_embed"][:, -1])
+    torch.testing.assert_close(heads, cache["blocks.0.attn.hook_result"][:, -1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one-layer"):
+        last_position_terms(make_model(tiny_cfg, n_layers=2), seqs)
 
 
 # ---- corpus statistics for skip-trigram bugs ---------------------------------------------------------
@@ -262,6 +294,27 @@ def test_positions_after_and_skip_trigram_counts_match_loops(sparse):
             assert n_pair[a, b] == sum(stream[i + 1] == o for i in at)
 
 
+def test_sequence_starts_and_phrase_counts_match_loops():
+    stream = np.random.default_rng(5).integers(0, 4, 3000)
+    for seq in ([2], [1, 3], [0, 2, 1]):
+        want = [i for i in range(len(stream) - len(seq) + 1) if list(stream[i:i + len(seq)]) == seq]
+        assert sequence_starts(stream, seq).tolist() == want
+    source, dest, out, window = [1, 2], [3], [0, 1], 6
+    got = phrase_counts(stream, source, dest, out, window)
+    n = len(stream)
+    d_at = [i for i in range(n - 1) if stream[i] == 3]
+    ends = [i + 1 for i in range(n - 1) if list(stream[i:i + 2]) == source]  # where each source ends
+    after = [d for d in d_at if any(d - window <= e <= d - 1 for e in ends)]
+    follows = lambda d: list(stream[d + 1:d + 3]) == out
+    assert got == {"source … dest": len(after), "source … dest → out": sum(map(follows, after)),
+                   "dest": len(d_at), "dest → out": sum(map(follows, d_at))}
+    adjacent = phrase_counts(stream, source, dest, out, window, adjacent=True)
+    assert adjacent["source … dest"] == sum(d - 1 in ends for d in d_at)
+    one = phrase_counts(stream, [1], [3], [0], window)  # single tokens: the bug search's counts
+    n_dest, n_pair = skip_trigram_counts(stream, 1, [3], [0], window)
+    assert (one["source … dest"], one["source … dest → out"]) == (n_dest[0], n_pair[0, 0])
+
+
 def test_find_skip_trigram_bugs_rows_are_consistent(tiny_cfg):
     model = make_model(tiny_cfg)
     stream = np.random.default_rng(4).integers(0, tiny_cfg.d_vocab, 20000)
@@ -277,6 +330,12 @@ def test_find_skip_trigram_bugs_rows_are_consistent(tiny_cfg):
         assert r._9 <= 0.1 * r._8 and r._7 >= 0.02 and r._8 >= 0.02
         outs = ov.dense()[r.head, :, r.source].topk(20).indices.tolist()
         assert r.o1 in outs and r.o2 in outs
+    assert (frame["n s…d1→o2"] == (frame["P(o2|s…d1)"] * frame["n s…d1"]).round()).all()
+    given = strongest_sources(ov, allowed, 10)[0]  # strongest sources computed beforehand: the same search
+    again = find_skip_trigram_bugs(ov, qk, allowed, stream, BigramCounts(stream, tiny_cfg.d_vocab), window=8,
+                                   n_sources=6, n_dest=20, n_out=20, sources=given, min_p=0.02, min_count=3,
+                                   min_lift=1.0)
+    assert again.equals(frame)
 
 
 # ---- positional heads --------------------------------------------------------------------------------
@@ -289,7 +348,7 @@ def test_attention_summary_matches_loops(tiny_cfg):
     A = cache["blocks.0.attn.hook_pattern"]
     P = causal_softmax(position_scores(model, 0, 12))
     for h in range(tiny_cfg.n_heads):
-        selfs, prevs, ents, agree = [], [], [], []
+        selfs, prevs, ents, agree, flat = [], [], [], [], []
         for b in range(3):
             for t in range(1, 12):
                 row = A[b, h, t, :t + 1]
@@ -297,7 +356,9 @@ def test_attention_summary_matches_loops(tiny_cfg):
                 prevs.append(float(row[t - 1]))
                 ents.append(float(-(row * row.log()).sum()))
                 agree.append(1 - 0.5 * float((row - P[h, t, :t + 1]).abs().sum()))
-        for key, vals in (("self", selfs), ("previous", prevs), ("entropy", ents), ("positional agreement", agree)):
+                flat.append(1 - 0.5 * float((row - 1 / (t + 1)).abs().sum()))
+        for key, vals in (("self", selfs), ("previous", prevs), ("entropy", ents), ("positional agreement", agree),
+                          ("uniform agreement", flat)):
             assert float(got[key][h]) == pytest.approx(np.mean(vals), abs=1e-5)
     s = torch.randn(4, 4)
     want = torch.stack([torch.cat([s[t, :t + 1].softmax(-1), torch.zeros(3 - t)]) for t in range(4)])
@@ -339,3 +400,24 @@ def test_eigenvalue_radius():
     mags = lam.abs()
     torch.testing.assert_close(eigenvalue_radius(lam), torch.log1p(mags / mags.median()))
     torch.testing.assert_close(eigenvalue_radius(lam, 2.0), torch.log1p(mags / 2.0))
+
+
+def test_whole_words_keeps_words_that_end_where_they_end():
+    vocab = [" the", " tw", "el", "ve", ".", " Emma", " a", "\n", " ok"]
+    # " tw" always goes on with letters ("el"); " the" and " Emma" end at a space, "." or newline; " a" is short
+    stream = np.array([0, 1, 2, 3, 4, 5, 7, 0, 6, 1, 2, 3, 0, 5, 4, 8, 2], dtype=np.int64)
+    got = whole_words(range(len(vocab)), vocab.__getitem__, stream, len(vocab))
+    assert got.tolist() == [0, 5]  # " ok" ends its only occurrence with "el" (a letter): not a word
+    assert whole_words([5, 0], vocab.__getitem__, stream, len(vocab)).tolist() == [5, 0]  # in the given order
+
+
+def test_self_ranks_give_the_copying_rates():
+    fm = random_fm(batch=(3,), m=30, k=4, n=30, seed=7)
+    M = fm.dense()
+    got = self_ranks(fm, chunk_cols=7)  # chunks that do not divide 30
+    for h in range(3):
+        want = [(M[h, :, s] > M[h, s, s]).sum() for s in range(30)]
+        assert got[h].tolist() == [int(w) for w in want]
+    top1, top5 = copying_rates(fm, ks=(1, 5))
+    torch.testing.assert_close((got < 1).float().mean(-1), top1.float())
+    torch.testing.assert_close((got < 5).float().mean(-1), top5.float())

@@ -10,6 +10,7 @@ import torch
 
 from circuits.analysis.circuits import score_terms
 from circuits.findings import one_layer
+from circuits.findings.table import check_row
 from tests.analysis.models import make_model
 
 # a toy vocabulary holding the paper's examples (" bay", " forth", " Ralph" = "R" + "alph" ...) and filler
@@ -69,7 +70,11 @@ def test_rules():
     assert one_layer.verdict(True, True) == "reproduced"
     assert one_layer.verdict(True, False) == one_layer.verdict(False, True) == "partly"
     assert one_layer.verdict(False, False) == "not reproduced"
-    assert one_layer.raised(0.1, 0.6) and not one_layer.raised(0.1, 0.5) and not one_layer.raised(-0.1, 0.9)
+    # the model raises a continuation: at least MIN_EFFECT nats and more than MIN_Z standard errors
+    assert one_layer.raised(0.3, 0.1) and one_layer.raised(one_layer.MIN_EFFECT, 0.01)
+    assert not one_layer.raised(0.05, 0.001)  # significant but too small (the paper's open … " → w case)
+    assert not one_layer.raised(0.3, 0.2) and not one_layer.raised(-0.5, 0.01)  # noisy; lowered
+    assert not one_layer.raised(0.3, float("nan"))
     assert one_layer.top_rank(100) == 5 and one_layer.top_rank(4000) == 40
 
 
@@ -98,7 +103,13 @@ def test_results_and_findings_on_a_stand_in_book(book):
     assert {e["dest"] for e in ex if e["source"] == " open"} == {'","'}  # the paper's own destination exists
     for e in ex:
         supported = max(e["ov rank"], e["qk rank"]) <= r["top_rank"]
-        assert e["verdict"] == one_layer.verdict(supported, one_layer.raised(e["change"], e["share"]))
+        assert e["verdict"] == one_layer.verdict(supported, one_layer.raised(e["change"], e["se"]))
+        assert e["se"] > 0 and 0 <= e["share"] <= 1
+        c = e["corpus"]  # corpus counts, also for words this vocabulary splits
+        assert 0 <= c["source … dest → out"] <= c["source … dest"] <= c["dest"] and c["dest → out"] <= c["dest"]
+        # a one-layer model: the rise of the output's logit splits exactly over the heads
+        assert len(e["head logit change"]) == H and sum(e["head logit change"]) == pytest.approx(e["logit change"],
+                                                                                                 abs=1e-4)
     keep = r["keep_bug"]
     assert keep["missing"] == [] and [(k["dest"], k["out"]) for k in keep["rows"]] == \
         [(d, o) for d, o, _ in one_layer.KEEP_BUG] and all("change" in k for k in keep["rows"])
@@ -108,8 +119,19 @@ def test_results_and_findings_on_a_stand_in_book(book):
         if (k["dest"], k["out"]) in named:
             assert k["change"] == pytest.approx(named[(k["dest"], k["out"])]["change"])
     assert (18, 19, 20) in {(w["word"], w["first"], w["second"]) for w in r["split"]["rows"]}  # · Ralph … R → alph
-    assert r["split"]["tested"] == min(r["split"]["n"], one_layer.N_SPLIT)
+    split = r["split"]
+    assert split["tested"] == min(split["n"], one_layer.N_SPLIT)
+    for w in split["rows"][:split["tested"]]:
+        assert w["carried"] == (w["raised"] and w["carrier share"] >= one_layer.CARRY_SHARE)
+        assert w["carrier"] == int(np.argmax(w["head logit change"]))
+    assert split["carried"] == sum(w["carried"] for w in split["rows"][:split["tested"]]) <= split["raised"]
+    assert set(np.asarray(r["word_ids"]).tolist()) <= set(range(len(WORDS)))
+    assert {t["source"] for t in r["word_table"]} <= set(np.asarray(r["word_ids"]).tolist())
+    for b in r["bugs"]:
+        assert b["raised"] == one_layer.raised(b["bug"]["change"], b["bug"]["se"])
+    assert np.all((0 <= np.asarray(r["top1"])) & (np.asarray(r["top1"]) <= np.asarray(r["top5"])))
     assert set(r["copying"]) == {h for h in range(H) if r["positivity"][h] > 0.5}
+    assert np.asarray(r["attn_uniform"]).shape == (H,)
     assert np.asarray(r["score_spread"]).shape == (4, H) and np.asarray(r["pos_pattern"]).shape[0] == 2
     assert np.asarray(r["dump_ov_out"]).shape == (H, len(r["browser_tokens"]), 5)
     json.dumps({k: v for k, v in r.items() if not isinstance(v, np.ndarray)})  # the cache stores it as JSON
@@ -119,7 +141,9 @@ def test_results_and_findings_on_a_stand_in_book(book):
     notebook = json.loads((Path(__file__).parents[2] / "book" / "04_one_layer.ipynb").read_text())
     labels = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
     for row in rows:
-        assert set(row) == {"claim", "paper", "ours", "verdict", "section"}
+        assert set(row) == {"claim", "paper", "ours", "verdict", "rule", "section"}
+        check_row(row)
+        assert row["rule"].endswith(".") and "circuits." not in row["rule"]  # one plain sentence, no code
         assert row["verdict"] in ("reproduced", "partly", "not reproduced")
         page, label = row["section"].split("#")
         assert page == "04_one_layer" and f"({label})=" in labels

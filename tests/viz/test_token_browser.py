@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from .snippets import extract_data
-from circuits.viz.token_browser import JS_CORE, browser_data, browser_html
+from circuits.viz.token_browser import JS_CORE, SEPARATOR, browser_data, browser_html
 from circuits.viz.tokens import show_token
 
 NODE = shutil.which("node")
@@ -82,6 +82,7 @@ var parts = {".tb-query": new El("input"), ".tb-head": new El("select"), ".tb-bo
 var root = new El("div");
 root.querySelector = function (q) { return q.indexOf("json") >= 0 ? {textContent: DATA} : parts[q]; };
 var document = {getElementById: function () { return root; }, createElement: function (t) { return new El(t); }};
+function text(c) { return c.children.length ? c.children.map(text).join("") : c.textContent; }  // what a cell shows
 """
 
 
@@ -94,16 +95,19 @@ def test_ui_filters_and_switches_heads_under_a_fake_dom():
     harness = FAKE_DOM.replace("DATA", json.dumps(raw)) + js + r"""
     var body = parts[".tb-body"], n0 = body.children.length;
     parts[".tb-query"].value = "darcy"; parts[".tb-query"].fire("input");
-    var n1 = body.children.length, first = body.children[0].children.map(function (c) { return c.textContent; });
+    var n1 = body.children.length, first = body.children[0].children.map(text);
     parts[".tb-head"].value = "1"; parts[".tb-head"].fire("change");
-    var n2 = body.children.length, one = body.children[0].children.map(function (c) { return c.textContent; });
+    var n2 = body.children.length, one = body.children[0].children.map(text);
+    var seps = body.children[0].children[3].children.map(function (c) { return c.className; });
     console.log(JSON.stringify({n0: n0, n1: n1, n2: n2, first: first, one: one, info: parts[".tb-info"].textContent,
-                                options: parts[".tb-head"].children.length}));
+                                options: parts[".tb-head"].children.length, seps: seps}));
     """
     out = json.loads(subprocess.run([NODE, "-e", harness], capture_output=True, text=True, check=True).stdout)
     assert out["options"] == 3  # all, 0, 1
     assert out["n0"] == 20 and out["n1"] == 2 and out["n2"] == 1  # 10 tokens x 2 heads; " Darcy" x 2 heads; 1 head
     assert out["first"][0] == "·Darcy" and out["first"][1] == "8" and out["first"][2] == "0"
-    assert out["one"][2] == "1" and out["one"][3] == "  ".join(show_token(data["names"][x])
-                                                              for x in data["rows"][8][2][3:6])
+    # tokens separated by a grey "│", so that punctuation tokens do not run together
+    assert out["one"][2] == "1" and out["one"][3] == f" {SEPARATOR} ".join(show_token(data["names"][x])
+                                                                         for x in data["rows"][8][2][3:6])
+    assert out["seps"] == ["", "tb-sep", "", "tb-sep", ""]
     assert out["info"].startswith("1 token shown")

@@ -24,7 +24,10 @@ def attention_summary(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: i
     ``self``: mean A[t, t]; ``previous``: mean A[t, t-1]; ``entropy``: mean −Σ_s A[t, s] ln A[t, s] (nats);
     ``positional agreement``: 1 − mean total-variation distance between A[t] and the pattern the
     position·position score term alone gives (``position_scores``), i.e. 1 when position alone decides
-    where the head looks. Means over the batch and destinations t ≥ 1 (t = 0 can only attend to itself).
+    where the head looks; ``uniform agreement``: the same agreement for uniform causal attention (1/(t+1) on
+    every source), which knows nothing of positions: the baseline the positional agreement must beat to say
+    anything (a head that spreads its attention agrees with any flat pattern). Means over the batch and
+    destinations t ≥ 1 (t = 0 can only attend to itself).
     """
     _, cache = model.run_with_cache(tokens)
     A = cache[f"blocks.{layer}.attn.hook_pattern"][..., 1:, :]  # [b, H, n-1 (dst >= 1), n]
@@ -34,6 +37,8 @@ def attention_summary(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: i
     entropy = -(A * A.clamp_min(1e-30).log()).sum(-1)
     pos = causal_softmax(position_scores(model, layer, n))[:, 1:]  # [H, n-1, n]
     tv = 0.5 * (A - pos).abs().sum(-1)
+    uniform = causal_softmax(torch.zeros(n, n))[1:]  # [n-1, n]
+    tv_uniform = 0.5 * (A - uniform).abs().sum(-1)
     mean = lambda x: x.mean(dim=(0, 2))
     return {"self": mean(self_att), "previous": mean(prev), "entropy": mean(entropy),
-            "positional agreement": 1 - mean(tv)}
+            "positional agreement": 1 - mean(tv), "uniform agreement": 1 - mean(tv_uniform)}

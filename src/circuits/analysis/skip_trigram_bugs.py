@@ -4,16 +4,20 @@ Because a head's OV and QK circuits factor, a head that raises ``s … d1 → o1
 also raises the crossed ``s … d1 → o2`` (the paper's ``keep … in bay``). ``find_skip_trigram_bugs``
 looks for such pairs among each head's strongest skip-trigrams (``skip_trigrams``) using corpus
 counts (``skip_trigram_counts``, ``BigramCounts``, ``crossed_pairs``), and ``skip_trigram_effect``
-measures what the model actually does with them by running it on real text.
+measures what the model actually does with them by running it on real text (with, for a one-layer
+model, the share of each head in the change: ``last_position_terms``). ``phrase_counts`` counts a
+skip-trigram whose parts may be several tokens each, for the paper's named examples.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from einops import einsum
 
 from .factored import FactoredMatrix
 from circuits.model.transformer import AttnOnlyTransformer
@@ -41,16 +45,48 @@ def text_contexts(tokens: np.ndarray, n: int, prefix_len: int, gap_len: int, see
 
 
 @torch.no_grad()
+def last_position_terms(model: AttnOnlyTransformer, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a one-layer model, the residual stream at the last position of each sequence [batch, pos], split
+    into its terms: the direct path ``W_E[x_t]`` [batch, d_model] and each head's output ``h(x)_t``
+    [batch, n_heads, d_model] (their sum is what ``W_U`` reads, as in the model's forward).
+
+    Only the last query is formed. Keys depend on (token, position) and values on the token alone, so each
+    distinct pair or token is projected once: sequences that differ in one token (a source and its
+    controls in the same context) share the rest of the work.
+    """
+    if model.cfg.n_layers != 1:
+        raise ValueError(f"last_position_terms needs a one-layer model, got {model.cfg.n_layers} layers")
+    seqs = model.check_tokens(torch.as_tensor(sequences, dtype=torch.long))
+    b, n = seqs.shape
+    attn, W_E, W_pos = model.blocks[0].attn, model.embed.W_E, model.pos_embed.W_pos[:n]
+    H, e = attn.W_K.shape[0], attn.W_K.shape[2]
+    flat = lambda W: W.permute(1, 0, 2).reshape(W.shape[1], H * e)  # [head, d_model, d_head] -> [d_model, H e]
+    pairs, at = torch.unique(seqs * n + torch.arange(n), return_inverse=True)  # distinct (token, position)
+    k = ((W_E[pairs // n] + W_pos[pairs % n]) @ flat(attn.W_K))[at].view(b, n, H, e)
+    toks, at_tok = torch.unique(seqs, return_inverse=True)
+    v = (W_E[toks] @ flat(attn.W_V))[at_tok].view(b, n, H, e)  # values carry no position
+    q = ((W_E[seqs[:, -1]] + W_pos[n - 1]) @ flat(attn.W_Q)).view(b, 1, H, e)  # the last query only
+    pattern = ((q * k).sum(-1) / math.sqrt(e)).softmax(1)  # [b, src, H]: every source s <= t, no mask
+    z = (pattern[..., None] * v).sum(1)  # [b, H, e]
+    return W_E[seqs[:, -1]], torch.bmm(z.transpose(0, 1), attn.W_O).transpose(0, 1)  # [b, d], [b, H, d]
+
+
+@torch.no_grad()
 def next_token_logprobs(model: AttnOnlyTransformer, sequences: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """log P(next token | sequence) at the last position of each sequence [batch, pos] -> [batch, d_vocab].
 
-    The model's own blocks run over every position; only the last position is unembedded (the unembedding
-    is most of a small model's work, and the other positions' logits are not needed).
+    The model's own blocks run over every position (a one-layer model: ``last_position_terms``); only the
+    last position is unembedded (the unembedding is most of a small model's work, and the other positions'
+    logits are not needed).
     """
     sequences = torch.as_tensor(sequences, dtype=torch.long)
     out = []
     for i in range(0, len(sequences), batch_size):
         tokens = model.check_tokens(sequences[i:i + batch_size])
+        if model.cfg.n_layers == 1:
+            direct, heads = last_position_terms(model, tokens)
+            out.append(model.unembed(direct + heads.sum(1)).float().log_softmax(-1))
+            continue
         x, pos = model.embed(tokens), model.pos_embed(tokens.shape[1])  # [b, pos, d_model], [pos, d_model]
         for block in model.blocks:
             x = block(x, pos)  # x_{l+1} = x_l + Σ_h h(x_l), as in the model's forward
@@ -60,30 +96,52 @@ def next_token_logprobs(model: AttnOnlyTransformer, sequences: torch.Tensor, bat
 
 @torch.no_grad()
 def skip_trigram_effect(model: AttnOnlyTransformer, prefixes: np.ndarray, gaps: np.ndarray, source: int,
-                        controls: Sequence[int], targets: Sequence[int], dest: int | None = None) -> pd.DataFrame:
+                        controls: Sequence[int], targets: Sequence[int], dest: int | None = None,
+                        batch_size: int = 1024) -> pd.DataFrame:
     """Measured effect of a source token on later predictions, on real text.
 
     For each context (a real prefix and the real gap after it) the model reads
     ``prefix + [source] + gap (+ [dest])`` and, as controls, the same with ``source`` replaced by each
     token of ``controls``. At the last position (``dest``, or the gap's last token when ``dest`` is
     None) it compares log P(target). Returns one row per target: mean probability with the source
-    and with the controls, and the mean log-probability difference (nats; > 0: the source raises it),
-    averaged over contexts (controls averaged within each context first).
+    and with the controls; the log-probability difference (nats; > 0: the source raises it) averaged
+    over contexts (controls averaged within each context first), its standard error over contexts
+    (a paired comparison: each context is its own control) and the share of contexts where it is
+    positive. For a one-layer model also ``logit change``, the mean change of the target's logit, and
+    ``head logit change``, that change split exactly over the heads (a list, one entry per head: the
+    direct path reads the last token only, which the source does not change).
     """
     prefixes, gaps = np.asarray(prefixes, dtype=np.int64), np.asarray(gaps, dtype=np.int64)
     n = len(prefixes)
     tail = [] if dest is None else [dest]
     firsts = [source, *controls]
-    seqs = np.stack([np.concatenate([prefixes[i], [f], gaps[i], tail]) for f in firsts for i in range(n)])
-    lp = next_token_logprobs(model, torch.as_tensor(seqs))  # [(1 + n_controls) * n, d_vocab]
-    lp = lp[:, torch.as_tensor(list(targets))].view(len(firsts), n, len(targets))  # [first, context, target]
+    seqs = torch.as_tensor(np.stack([np.concatenate([prefixes[i], [f], gaps[i], tail])
+                                     for f in firsts for i in range(n)]))
+    tgt = torch.as_tensor(list(targets))
+    if model.cfg.n_layers == 1:
+        parts = [last_position_terms(model, seqs[i:i + batch_size]) for i in range(0, len(seqs), batch_size)]
+        direct, heads = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])  # [N, d], [N, H, d]
+        lp = model.unembed(direct + heads.sum(1)).float().log_softmax(-1)[:, tgt]
+        head_logits = einsum(heads, model.unembed.W_U[:, tgt], "N h d, d t -> N h t").view(len(firsts), n, -1,
+                                                                                           len(tgt))
+    else:
+        lp = next_token_logprobs(model, seqs)[:, tgt]
+        head_logits = None
+    lp = lp.view(len(firsts), n, len(targets))  # [first, context, target]
     with_source, with_control = lp[0], lp[1:]
     diff = with_source - with_control.mean(0)  # [context, target]
-    return pd.DataFrame({"target": list(targets),
-                         "P with source": with_source.exp().mean(0).numpy(),
-                         "P with control": with_control.exp().mean((0, 1)).numpy(),
-                         "log-prob change (nats)": diff.mean(0).numpy(),
-                         "contexts raised": (diff > 0).float().mean(0).numpy()})
+    se = diff.std(0) / math.sqrt(n) if n > 1 else torch.full((len(targets),), float("nan"))
+    frame = pd.DataFrame({"target": list(targets),
+                          "P with source": with_source.exp().mean(0).numpy(),
+                          "P with control": with_control.exp().mean((0, 1)).numpy(),
+                          "log-prob change (nats)": diff.mean(0).numpy(),
+                          "standard error": se.numpy(),
+                          "contexts raised": (diff > 0).float().mean(0).numpy()})
+    if head_logits is not None:
+        by_head = (head_logits[0] - head_logits[1:].mean(0)).mean(0)  # [H, target]
+        frame["logit change"] = by_head.sum(0).numpy()
+        frame["head logit change"] = [by_head[:, j].tolist() for j in range(len(targets))]
+    return frame
 
 
 # ---- corpus statistics for skip-trigram bugs ------------------------------------------------------
@@ -188,10 +246,45 @@ def skip_trigram_counts(tokens: np.ndarray, source: int, dests: Sequence[int], o
     return n_dest, n_pair.reshape(len(dests), len(outs))
 
 
+def sequence_starts(tokens: np.ndarray, seq: Sequence[int]) -> np.ndarray:
+    """Sorted positions i where ``tokens[i : i + len(seq)]`` equals ``seq`` (one pass for its first token,
+    the rest checked at those positions only)."""
+    stream = np.asarray(tokens)
+    seq = [int(t) for t in seq]
+    at = np.flatnonzero(stream[:len(stream) - len(seq) + 1] == seq[0]) if seq else np.zeros(0, dtype=np.int64)
+    for j, t in enumerate(seq[1:], 1):
+        at = at[stream[at + j] == t]
+    return at
+
+
+def phrase_counts(tokens: np.ndarray, source: Sequence[int], dest: Sequence[int], out: Sequence[int],
+                  window: int, adjacent: bool = False) -> dict[str, int]:
+    """Corpus counts of a skip-trigram ``source … dest → out`` whose parts are token sequences (a word this
+    tokenizer splits is counted as its pieces): ``dest`` then ``out`` right after it, with ``source`` ending
+    among the ``window`` tokens before ``dest`` starts (``adjacent``: right before it).
+
+    Returns ``source … dest`` (occurrences of ``dest`` after ``source``), ``source … dest → out``, and, for
+    comparison without the source, ``dest`` and ``dest → out``.
+    """
+    stream = np.asarray(tokens)
+    d = sequence_starts(stream[:len(stream) - 1], dest)  # dest with a token after it
+    follows = np.zeros(len(d), dtype=bool)
+    ends = d + len(dest)
+    room = ends + len(out) <= len(stream)
+    follows[room] = np.all([stream[ends[room] + j] == t for j, t in enumerate(out)], axis=0) if len(out) else True
+    s_end = sequence_starts(stream, source) + len(source) - 1  # where each occurrence of source ends, sorted
+    lo = d - (1 if adjacent else window)
+    i = np.searchsorted(s_end, lo)
+    after = (i < len(s_end)) & (s_end[np.minimum(i, max(len(s_end) - 1, 0))] <= d - 1) if len(s_end) else \
+        np.zeros(len(d), dtype=bool)
+    return {"source … dest": int(after.sum()), "source … dest → out": int((after & follows).sum()),
+            "dest": len(d), "dest → out": int(follows.sum())}
+
+
 @torch.no_grad()
 def find_skip_trigram_bugs(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, tokens: np.ndarray,
                            bigrams: BigramCounts, window: int = 32, n_sources: int = 20, n_dest: int = 40,
-                           n_out: int = 10, **pair_kwargs) -> pd.DataFrame:
+                           n_out: int = 10, sources: torch.Tensor | None = None, **pair_kwargs) -> pd.DataFrame:
     """Candidate skip-trigram bugs of every head, found automatically from the circuits and the corpus.
 
     For each head's ``n_sources`` strongest sources s (``strongest_sources``): its ``n_out`` top OV
@@ -200,9 +293,10 @@ def find_skip_trigram_bugs(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torc
     ``crossed_pairs`` candidate: in the corpus s raises ``s … d1 → o1`` and ``s … d2 → o2``, and the
     head, whose OV circuit raises o1 and o2 and whose QK circuit attends from d1 and d2 to s, does
     too, but then it also raises the crossed ``s … d1 → o2``, which the corpus says is rare.
+    ``sources`` [n_heads, m]: the strongest sources if already known (their first ``n_sources`` are used).
     Returns one row per source with a candidate (ids and corpus probabilities), best score first.
     """
-    sources, _ = strongest_sources(ov, allowed, n_sources)
+    sources = strongest_sources(ov, allowed, n_sources)[0] if sources is None else sources[:, :n_sources]
     rows, positions = [], {}
     for h in range(sources.shape[0]):
         # every source's column at once (one block per circuit): top outputs and top destinations, [k, n_sources]
@@ -221,6 +315,7 @@ def find_skip_trigram_bugs(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torc
                 rows.append({"head": h, "source": s, "d1": int(d[i1]), "o1": int(o[j1]), "d2": int(d[i2]),
                              "o2": int(o[j2]), "P(o1|s…d1)": p[i1, j1], "P(o2|s…d2)": p[i2, j2],
                              "P(o2|s…d1)": p[i1, j2], "P(o1|s…d2)": p[i2, j1], "P(o2|d1)": base[i1, j2],
-                             "n s…d1": int(n_dest_s[i1]), "score": score})
+                             "n s…d1": int(n_dest_s[i1]), "n s…d1→o2": int(n_pair[i1, j2]),
+                             "n s…d2": int(n_dest_s[i2]), "score": score})
     frame = pd.DataFrame(rows)
     return frame.sort_values("score", ascending=False, ignore_index=True) if len(frame) else frame

@@ -114,15 +114,17 @@ def column_maxima(fm: FactoredMatrix, chunk_rows: int = 256) -> torch.Tensor:
 
 
 @torch.no_grad()
-def strongest_sources(ov: FactoredMatrix, allowed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def strongest_sources(ov: FactoredMatrix, allowed: torch.Tensor, n: int,
+                      candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each head's ``n`` source tokens with the largest OV entry (the most any output is raised by
-    attending to them), outputs and sources both among ``allowed``.
+    attending to them), outputs among ``allowed``, sources among ``candidates`` (default ``allowed``).
 
     ov [n_heads, d_vocab(out), d_vocab(src)]. Returns ``(source ids [n_heads, n], max OV entry [n_heads, n])``.
     """
-    best = column_maxima(restrict(ov, allowed, allowed))  # [H, n_allowed]
+    candidates = allowed if candidates is None else torch.as_tensor(candidates, dtype=torch.long)
+    best = column_maxima(restrict(ov, allowed, candidates))  # [H, n_candidates]
     vals, idx = best.topk(min(n, best.shape[-1]), dim=-1)
-    return allowed[idx], vals
+    return candidates[idx], vals
 
 
 @torch.no_grad()
@@ -138,20 +140,22 @@ def column_top(fm: FactoredMatrix, col: int, allowed: torch.Tensor, k: int) -> t
 
 @torch.no_grad()
 def skip_trigram_table(ov: FactoredMatrix, qk: FactoredMatrix, allowed: torch.Tensor, n_sources: int = 5,
-                       k: int = 5) -> pd.DataFrame:
+                       k: int = 5, sources: tuple[torch.Tensor, torch.Tensor] | None = None) -> pd.DataFrame:
     """One row per (head, strong source): the source's top destinations (largest ``QK[dst, src]``) and
     top outputs (largest ``OV[out, src]``), all among ``allowed``: the head's skip-trigrams
     ``[source] … [destination] → [out]`` (paper "Interpretation as skip-trigrams": "searching for large
     entries in these matrices reveals lots of interesting behavior").
 
-    ov [n_heads, out, src], qk [n_heads, dst, src]. Returns token ids (the book formats them): columns
-    ``head``, ``source``, ``max OV`` (the source's largest OV entry), ``destinations`` and ``outputs``
-    (lists of k ids, best first).
+    ov [n_heads, out, src], qk [n_heads, dst, src]. ``sources``: ``strongest_sources(...)`` if already
+    computed (e.g. among whole words only); its first ``n_sources`` per head are used. Returns token ids (the
+    book formats them): columns ``head``, ``source``, ``max OV`` (the source's largest OV entry),
+    ``destinations`` and ``outputs`` (lists of k ids, best first).
     """
-    sources, best = strongest_sources(ov, allowed, n_sources)
+    ids, best = strongest_sources(ov, allowed, n_sources) if sources is None else sources
+    ids, best = ids[:, :n_sources], best[:, :n_sources]
     rows = []
-    for h in range(sources.shape[0]):
-        for s, v in zip(sources[h].tolist(), best[h].tolist()):
+    for h in range(ids.shape[0]):
+        for s, v in zip(ids[h].tolist(), best[h].tolist()):
             rows.append({"head": h, "source": s, "max OV": v,
                          "destinations": column_top(qk[h], s, allowed, k)[0].tolist(),
                          "outputs": column_top(ov[h], s, allowed, k)[0].tolist()})
@@ -214,9 +218,45 @@ def split_words(ids: Sequence[int], decode: Decode, encode: Callable[[str], list
     return found
 
 
-# ---- tokenisation variants ----------------------------------------------------------------------------
+def whole_words(ids: Sequence[int], decode: Decode, tokens: np.ndarray, d_vocab: int, min_letters: int = 3,
+                min_end: float = 0.8) -> torch.Tensor:
+    """The tokens among ``ids`` that read as whole words: a space and at least ``min_letters`` letters, and
+    followed in the stream ``tokens`` by a token that does not go on with letters (a space, punctuation, a
+    newline) at least ``min_end`` of the times they occur (``·tw`` of ``·twelve`` is a space and letters
+    too, but a word piece). Ids in the order of ``ids``.
+    """
+    stream = np.asarray(tokens, dtype=np.int64)
+    goes_on = np.zeros(d_vocab)
+    for t in np.unique(stream):
+        text = decode(int(t))
+        goes_on[t] = bool(text) and text[0].isalpha()
+    seen = np.bincount(stream[:-1], minlength=d_vocab)
+    ends = seen - np.bincount(stream[:-1], weights=goes_on[stream[1:]], minlength=d_vocab)
+    out = []
+    for i in ids:
+        text = decode(int(i))
+        if text.startswith(" ") and len(text) > min_letters and text[1:].isalpha() and seen[i] > 0 \
+                and ends[i] >= min_end * seen[i]:
+            out.append(int(i))
+    return torch.as_tensor(out, dtype=torch.long)
 
-# ---- the per-token dump ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def self_ranks(fm: FactoredMatrix, chunk_cols: int = 256) -> torch.Tensor:
+    """For a square circuit [..., n(out), n(src)] (e.g. the OV circuit restricted to the same tokens on both
+    sides): for each source s, how many outputs have a strictly larger entry than ``M[s, s]``, [..., n]
+    (0: the token is its own top output). Dense, ``chunk_cols`` columns at a time (a block that stays in
+    cache): for n up to a few thousand."""
+    lead = fm.shape[:-2]
+    A, B = fm.A.reshape(-1, *fm.A.shape[-2:]), fm.B.reshape(-1, *fm.B.shape[-2:])
+    n = fm.shape[-1]
+    out = torch.empty(A.shape[0], n, dtype=torch.long)
+    for i in range(A.shape[0]):
+        for j in range(0, n, chunk_cols):
+            m = A[i] @ B[i][:, j:j + chunk_cols]  # [out, chunk of sources]
+            out[i, j:j + chunk_cols] = (m > m[j:j + chunk_cols].diagonal()[None, :]).sum(0)
+    return out.reshape(*lead, n)
+
 
 @torch.no_grad()
 def token_dump(ov: FactoredMatrix, qk: FactoredMatrix, candidates: torch.Tensor, k: int = 5,

@@ -47,6 +47,7 @@ def browser_data(dump: dict[str, torch.Tensor], token_ids: Sequence[int], decode
 # Pure functions, also run by the tests under node. tbShow draws a token as viz.tokens.show_token does;
 # tbUnmark lets a reader type those marks into the search box ("·def" finds " def").
 _MARKS = [(" ", SPACE), ("\n", NEWLINE), ("\t", TAB), ("\r", "\u240d")]
+SEPARATOR = "\u2502"  # "│" between the tokens of a list, drawn in grey (the book's separator of token lists)
 JS_CORE = r"""
 var TB_MARKS = %s, TB_EMPTY = %s;
 function tbShow(text) {
@@ -88,7 +89,15 @@ _JS_UI = r"""
     o.textContent = h; head.appendChild(o); }
   head.value = "all";
   function cell(tr, text, cls) { var td = document.createElement("td"); td.textContent = text;
-    if (cls) td.className = cls; tr.appendChild(td); }
+    if (cls) td.className = cls; tr.appendChild(td); return td; }
+  function tokens(tr, list) {  // tokens separated by a grey "%(sep)s", so that punctuation tokens stay apart
+    var td = cell(tr, "");
+    list.forEach(function (t, j) {
+      if (j > 0) { var s = document.createElement("span"); s.className = "tb-sep"; s.textContent = " %(sep)s ";
+        td.appendChild(s); }
+      var span = document.createElement("span"); span.textContent = t; td.appendChild(span);
+    });
+  }
   function render() {
     while (body.firstChild) body.removeChild(body.firstChild);
     var found = tbFind(D, input.value, LIMIT);
@@ -99,7 +108,7 @@ _JS_UI = r"""
         cell(tr, i === 0 ? tbShow(D.names[D.rows[r][0]]) : "", "tb-tok");
         cell(tr, i === 0 ? String(D.rows[r][1]) : "");
         cell(tr, String(hh));
-        for (var kind = 0; kind < 3; kind++) cell(tr, tbList(D, r, kind, hh).map(tbShow).join("  "));
+        for (var kind = 0; kind < 3; kind++) tokens(tr, tbList(D, r, kind, hh).map(tbShow));
         body.appendChild(tr);
       }
     });
@@ -110,6 +119,8 @@ _JS_UI = r"""
   render();
 })();
 """
+
+_JS_UI = _JS_UI.replace("%(sep)s", SEPARATOR)
 
 _TEMPLATE = """<div id="%(id)s" class="circuits-token-browser">
 <style>
@@ -122,6 +133,7 @@ _TEMPLATE = """<div id="%(id)s" class="circuits-token-browser">
   font-family: monospace; white-space: pre-wrap; overflow-wrap: anywhere;}
 #%(id)s col.tb-token {width: 7em;} #%(id)s col.tb-count {width: 5.5em;} #%(id)s col.tb-head {width: 3.5em;}
 #%(id)s th {position: sticky; top: 0; background: #f6f6f6; font-family: sans-serif;}
+#%(id)s .tb-sep {color: #aaa;}
 </style>
 <div class="tb-controls"><label>token contains <input type="text" class="tb-query" placeholder="e.g. ·def or self"></label>
 <label>head <select class="tb-head"></select></label> <span class="tb-info"></span></div>
