@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from circuits.analysis.composition import (KINDS, composition_baseline, composition_scores, k_composition_circuit,
-                                  virtual_ov_circuit)
+                                           patterns_without_writer, virtual_ov_circuit)
 from circuits.model.transformer import AttnOnlyTransformer
+
+from .models import make_model
 
 
 def two_layer(cfg, seed=0):
@@ -119,3 +121,25 @@ def test_composes_is_a_multiple_of_the_baseline():
     from circuits.analysis.composition import COMPOSES, composes
 
     assert composes(COMPOSES * 0.1, 0.1) and not composes(COMPOSES * 0.1 - 1e-6, 0.1)
+
+
+def test_patterns_without_a_writer(tiny_cfg):
+    model = make_model(tiny_cfg, init_std=0.3)  # sharp patterns, so that removing a writer shows
+    x = torch.randint(0, tiny_cfg.d_vocab, (2, tiny_cfg.n_ctx), generator=torch.Generator().manual_seed(0))
+    _, cache = model.run_with_cache(x)
+    real = cache["blocks.1.attn.hook_pattern"]
+    out = model.blocks[0].attn.head_outputs(cache["blocks.0.hook_resid_pre"], cache["blocks.0.attn.hook_pattern"])
+    for side in ("q", "k"):  # putting the writer's own output back gives the real patterns
+        torch.testing.assert_close(patterns_without_writer(model, cache, (0, 1), 1, side, out[:, :, 1]), real)
+    # without head 1 in the queries: the same as a forward pass whose layer-1 queries read x_1 - out^{0.1}
+    attn, x1, pos = model.blocks[1].attn, cache["blocks.1.hook_resid_pre"], cache["hook_pos_embed"]
+    q = (x1 - out[:, :, 1] + pos) @ attn.W_Q[2]  # head 1.2, row vectors
+    k = (x1 + pos) @ attn.W_K[2]
+    scores = (q @ k.transpose(-1, -2) / tiny_cfg.d_head ** 0.5).masked_fill(
+        torch.ones(tiny_cfg.n_ctx, tiny_cfg.n_ctx, dtype=torch.bool).triu(1), float("-inf"))
+    got = patterns_without_writer(model, cache, (0, 1), 1, "q")
+    torch.testing.assert_close(got[:, 2], scores.softmax(-1), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(got, real)
+    assert not torch.allclose(patterns_without_writer(model, cache, (0, 1), 1, "k"), got)
+    with pytest.raises(ValueError, match="side"):
+        patterns_without_writer(model, cache, (0, 1), 1, "v")

@@ -11,7 +11,7 @@ from circuits.analysis.circuits import bilinear_scores
 from circuits.analysis.composition import k_composition_circuit
 from circuits.analysis.induction import (induction_eigenvalues, induction_positivity, offset_profile,
                                          attends_over_several_tokens, recent_mass,
-                                         several_token_heads)
+                                         several_token_heads, source_preference)
 from circuits.config import ModelConfig
 from circuits.metrics.heads import previous_token_heads
 from circuits.metrics.olsson import previous_token_scores
@@ -125,3 +125,18 @@ def test_several_token_heads_rule():
     assert not bool(attends_over_several_tokens(profile([narrow]), k=4)[0])
     assert not bool(attends_over_several_tokens(profile([far]), k=4)[0])
     assert several_token_heads(profile(rows), k=2) == []  # over 2 tokens, head 1 has 0.45 < 0.5
+
+
+def test_source_preference():
+    n = 6
+    uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]  # [dst, src], rows sum to 1
+    tokens = torch.tensor([[3, 1, 3, 2, 0, 1]])
+    ratio, count = source_preference(uniform[None], tokens, d_vocab=5)
+    torch.testing.assert_close(ratio, torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0]))  # 4 never occurs
+    torch.testing.assert_close(count, torch.tensor([1.0, 2.0, 1.0, 2.0, 0.0]))
+    on_first = torch.zeros(1, n, n)
+    on_first[..., 0] = 1  # every destination attends to position 0 (token 3)
+    ratio, _ = source_preference(on_first, tokens, d_vocab=5)
+    expected0 = sum(1 / (t + 1) for t in range(n))  # what a uniform pattern gives position 0
+    assert float(ratio[3]) == pytest.approx(n / expected0 / 2)  # token 3: positions 0 (n / e0) and 2 (0)
+    assert float(ratio[1]) == 0.0

@@ -9,8 +9,9 @@ import torch
 from circuits.metrics.losses import loss_fn
 from circuits.model.transformer import AttnOnlyTransformer
 from circuits.analysis.path_expansion import path_expansion_logits, path_expansion_residual
-from circuits.analysis.term_importance import (frozen_pattern_passes, single_head_effects, single_head_terms,
-                                      term_importance, virtual_head_effects, virtual_head_terms)
+from circuits.analysis.term_importance import (constant_share, frozen_pattern_passes, single_head_effects,
+                                               single_head_terms, term_effect, term_importance,
+                                               virtual_head_effects, virtual_head_terms)
 
 
 def make_model(cfg, n_layers=2, init_std=0.15, seed=0):
@@ -123,3 +124,28 @@ def test_gap_shares_sum_to_one(tiny_cfg):
     assert ti.gap == pytest.approx(ti.uniform - ti.model_loss)
     assert sum(ti.gap_shares) == pytest.approx(1.0, abs=1e-5)
     assert ti.gap_shares[0] == pytest.approx(ti.marginal[0] / ti.gap)
+
+
+def test_constant_share_of_a_term():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(3, 5, 2, 8, generator=g)  # [batch, pos, head, d_model]
+    noise = noise - noise.mean(dim=(0, 1))  # zero mean over batch and positions
+    const = torch.randn(2, 8, generator=g)
+    assert constant_share(noise) == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert constant_share(const.expand(3, 5, 2, 8)) == pytest.approx([1.0, 1.0])
+    # ||c||² / (||c||² + mean ||noise||²): the two parts are orthogonal on average
+    mixed = constant_share(noise + const)
+    want = const.pow(2).sum(-1) / (const.pow(2).sum(-1) + noise.pow(2).sum(-1).mean(dim=(0, 1)))
+    torch.testing.assert_close(mixed, want)
+
+
+def test_term_effect_is_the_single_head_effect_and_keeps_a_constant(tiny_cfg):
+    model, w = make_model(tiny_cfg), windows_for(tiny_cfg)
+    x = w[:, :-1]
+    _, cache = model.run_with_cache(x)
+    singles = single_head_terms(model, x, cache)  # [L, b, p, H, d]
+    effects = single_head_effects(model, w, cache)
+    assert term_effect(model, w, singles[1, :, :, 2], cache) == pytest.approx(float(effects[1, 2]), abs=1e-5)
+    constant = torch.randn(tiny_cfg.d_model).expand(3, tiny_cfg.n_ctx, tiny_cfg.d_model)
+    assert term_effect(model, w, constant, cache, keep_mean=True) == pytest.approx(0.0, abs=1e-6)
+    assert term_effect(model, w, constant, cache) != pytest.approx(0.0, abs=1e-3)

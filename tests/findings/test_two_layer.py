@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from circuits.findings import two_layer
+from circuits.findings.table import check_row
 
 from . import books
 
@@ -30,11 +31,17 @@ def test_results_and_rows_on_a_tiny_model(tiny_book):
     assert sum(r["shares"]) == pytest.approx(1.0, abs=1e-6)
     assert np.asarray(r["profile"]).sum(1) == pytest.approx(np.ones(H), abs=1e-5)
     assert two_layer.results(tiny_book)["prev_head"] == r["prev_head"]  # read back from the cache
+    assert np.asarray(r["const_share"]).shape == (2, H) and 0 <= r["focus"] < H
+    assert np.all((np.asarray(r["ov_top1"]) >= 0) & (np.asarray(r["ov_top1"]) <= np.asarray(r["ov_top5"])))
+    assert r["focus_ablated_mean"] == pytest.approx(r["focus_ablated_mean"])  # a number, not nan
+    assert np.asarray(r["q_tv_zero"]).shape == (H,)
     rows = two_layer.findings_rows(tiny_book)
-    assert len(rows) == 9
+    assert len(rows) == 11
     for row in rows:
-        assert set(row) == {"claim", "paper", "ours", "verdict", "section"}
+        assert check_row(row) is row
+        assert set(row) == {"claim", "paper", "ours", "verdict", "rule", "section"}
         assert row["verdict"] in VERDICTS
+        assert row["rule"].endswith(".") and "circuits." not in row["rule"]
         assert row["section"].startswith("05_two_layer#")
 
 
@@ -46,7 +53,8 @@ def test_every_section_label_is_in_the_chapter(tiny_book):
 
 
 def made_up(H=6, previous=(2,), induction=(1, 3), several=4, k_prev=(1, 3), k_several=(3,), q_several=(),
-            ablated_to=0.02, qk=0.8, ov=0.9, marginal=(1.8, 5.2, 0.3), single=(0.01, 0.1)):
+            ablated_to=0.02, qk=0.8, ov=0.9, marginal=(1.8, 5.2, 0.3), single=(0.01, 0.1), q_focus=(),
+            top1=(0.3, 0.3)):
     """Results as ``two_layer.results`` returns them, with the wanted properties and everything else at chance."""
     base = 0.1
     comp = {k: np.full((H, H), base) for k in "QKV"}
@@ -56,6 +64,11 @@ def made_up(H=6, previous=(2,), induction=(1, 3), several=4, k_prev=(1, 3), k_se
         comp["K"][several, h] = 2.5 * base
     for h in q_several:
         comp["Q"][several, h] = 2.5 * base
+    focus = 0
+    for h in q_focus:  # a layer-0 head whose Q-composition is the strongest pair of the figure
+        comp["Q"][focus, h] = 3.5 * base
+    ov_top1 = np.full(H, 0.01)
+    ov_top1[list(induction)] = top1[:len(induction)]
     prefix = np.zeros((2, H))
     prefix[1, list(induction)] = 0.7
     ablated = np.tile(prefix[1], (H, 1))
@@ -71,13 +84,21 @@ def made_up(H=6, previous=(2,), induction=(1, 3), several=4, k_prev=(1, 3), k_se
             **{f"comp_{k}": v for k, v in comp.items()}, "ablated": ablated,
             "qk_positivity": np.full(H, qk), "ov_positivity": np.full(H, ov), "marginal": list(marginal),
             "shares": [m / sum(marginal) for m in marginal], "single": np.array([[single[0]] * H, [single[1]] * H]),
-            "uniform": uniform, "model_loss": uniform - sum(marginal)}
+            "uniform": uniform, "model_loss": uniform - sum(marginal), "focus": focus,
+            "const_share": np.full((2, H), 0.02), "ov_top1": ov_top1, "ov_tokens": 1000, "windows": 16}
 
 
 def verdicts(monkeypatch, **kw):
     monkeypatch.setattr(two_layer, "results", lambda book: made_up(**kw))
-    return {row["section"].split("#")[1] + (":" + row["claim"][:12] if "composition" in row["section"] else ""):
-            row["verdict"] for row in two_layer.findings_rows(None)}
+    return {row["section"].split("#")[1] + ":" + row["claim"][:12]: row["verdict"]
+            for row in two_layer.findings_rows(None)}
+
+
+def verdict(v, section):
+    """The one verdict of ``section`` in ``v``, or of the row whose claim starts as ``section``'s part after ":"."""
+    found = [x for k, x in v.items() if k.startswith(section + ":") or k == section]
+    assert len(found) == 1, (section, v)
+    return found[0]
 
 
 def test_the_papers_picture_is_reproduced(monkeypatch):
@@ -86,19 +107,30 @@ def test_the_papers_picture_is_reproduced(monkeypatch):
 
 
 def test_each_rule_can_fail(monkeypatch):
-    assert verdicts(monkeypatch, k_prev=(1,))["two-layer-composition:Composition "] == "partly"
-    assert verdicts(monkeypatch, k_prev=())["two-layer-composition:Composition "] == "not reproduced"
-    assert verdicts(monkeypatch, k_several=(), q_several=())["two-layer-erratum"] == "not reproduced"
-    assert verdicts(monkeypatch, k_several=(3,))["two-layer-erratum"] == "partly"
-    assert verdicts(monkeypatch, several=None)["two-layer-erratum"] == "not reproduced"
-    assert verdicts(monkeypatch, previous=(2, 5))["two-layer-layer-0"] == "partly"
-    assert verdicts(monkeypatch, induction=(1,), k_prev=(1,))["two-layer-induction"] == "partly"
-    assert verdicts(monkeypatch, ablated_to=0.5)["two-layer-ablation"] == "not reproduced"
-    assert verdicts(monkeypatch, ablated_to=(0.02, 0.5))["two-layer-ablation"] == "partly"
-    assert verdicts(monkeypatch, qk=-0.2)["two-layer-circuits"] == "not reproduced"
-    assert verdicts(monkeypatch, marginal=(2.4, 1.9, 0.1))["two-layer-terms"] == "partly"
-    assert verdicts(monkeypatch, marginal=(2.0, 5.0, 0.3))["two-layer-terms"] == "reproduced"
-    assert verdicts(monkeypatch, marginal=(3.0, 4.0, 0.3))["two-layer-terms"] == "partly"  # shares too far off
-    assert verdicts(monkeypatch, marginal=(2.4, 1.9, 3.0))["two-layer-terms"] == "not reproduced"
-    assert verdicts(monkeypatch, single=(0.1, 0.15))["two-layer-head-terms"] == "partly"
-    assert verdicts(monkeypatch, marginal=(2.0, 3.0, 1.0))["two-layer-virtual"] == "partly"
+    ind, wide = "two-layer-composition:The inductio", "two-layer-erratum:Across all p"
+    erratum, corner, top1 = "two-layer-erratum:Two inductio", "two-layer-circuits:Induction he", \
+        "two-layer-circuits:An induction"
+    v = lambda **kw: verdicts(monkeypatch, **kw)
+    assert v(k_prev=(1,))[ind] == "partly"
+    assert v(k_prev=())[ind] == "not reproduced"
+    assert v(k_prev=(1,))[wide] == "reproduced"  # the strongest pair is still K from the previous-token head
+    assert v(q_several=tuple(range(6)))[wide] == "partly"  # more pairs Q-compose than K-compose
+    assert v(q_focus=(1,))[wide] == "partly"  # a Q pair is the strongest of the figure
+    assert v(q_focus=(1,))[ind] == "reproduced"  # ... which does not change the induction heads' picture
+    assert v(k_prev=())[wide] == "not reproduced"
+    assert v(k_several=(), q_several=())[erratum] == "not reproduced"
+    assert v(k_several=(3,))[erratum] == "partly"
+    assert v(several=None)[erratum] == "not reproduced"
+    assert verdict(v(previous=(2, 5)), "two-layer-layer-0") == "partly"
+    assert verdict(v(induction=(1,), k_prev=(1,)), "two-layer-induction") == "partly"
+    assert verdict(v(ablated_to=0.5), "two-layer-ablation") == "not reproduced"
+    assert verdict(v(ablated_to=(0.02, 0.5)), "two-layer-ablation") == "partly"
+    assert v(qk=-0.2)[corner] == "not reproduced"
+    assert v(top1=(0.3, 0.05))[top1] == "partly"
+    assert v(top1=(0.05, 0.05))[top1] == "not reproduced"
+    assert verdict(v(marginal=(2.4, 1.9, 0.1)), "two-layer-terms") == "partly"
+    assert verdict(v(marginal=(2.0, 5.0, 0.3)), "two-layer-terms") == "reproduced"
+    assert verdict(v(marginal=(3.0, 4.0, 0.3)), "two-layer-terms") == "partly"  # shares too far off
+    assert verdict(v(marginal=(2.4, 1.9, 3.0)), "two-layer-terms") == "not reproduced"
+    assert verdict(v(single=(0.1, 0.15)), "two-layer-head-terms") == "partly"
+    assert verdict(v(marginal=(2.0, 3.0, 1.0)), "two-layer-virtual") == "partly"

@@ -93,3 +93,37 @@ def virtual_ov_circuit(model: AttnOnlyTransformer, layer1: int, head1: int, laye
     """Paper "Virtual attention heads": ``W_U W_OV^{h2} W_OV^{h1} W_E`` [d_vocab(out), d_vocab(src)]."""
     ov1, ov2 = w_ov(model, layer1)[head1], w_ov(model, layer2)[head2]
     return FactoredMatrix(model.unembed.W_U.T @ ov2.A, ((ov2.B @ ov1.A) @ ov1.B) @ model.embed.W_E.T)
+
+
+SIDES = ("q", "k")
+
+
+@torch.no_grad()
+def patterns_without_writer(model: AttnOnlyTransformer, cache: dict[str, torch.Tensor], writer: tuple[int, int],
+                            layer: int, side: str = "q", replacement: torch.Tensor | None = None) -> torch.Tensor:
+    """Q- or K-composition on text: the patterns of every head of ``layer`` [batch, head, dst, src] when one side
+    of their scores reads the residual stream without what head ``writer`` = (layer1, head1) wrote there.
+
+    ``side="q"``: the queries read ``x_layer - out^{writer} (+ replacement)`` and the keys the real ``x_layer``;
+    ``side="k"`` the other way round. ``replacement`` [d_model] (e.g. the writer's mean output) is added back in
+    its place; None leaves zeros. ``cache``: the real forward pass (``run_with_cache``), from which the writer's
+    output ``A^{h1} x W_OV^{h1}`` is recomputed. With ``replacement`` equal to the writer's output itself the
+    real patterns come back (tested).
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    l1, h1 = writer
+    if not 0 <= l1 < layer < model.cfg.n_layers:
+        raise ValueError(f"the writer's layer must come before layer {layer}, got {writer}")
+    out = model.blocks[l1].attn.head_outputs(cache[f"blocks.{l1}.hook_resid_pre"],
+                                             cache[f"blocks.{l1}.attn.hook_pattern"])[:, :, h1]  # [b, p, d]
+    x = cache[f"blocks.{layer}.hook_resid_pre"]  # [batch, pos, d_model]
+    changed = x - out + (0 if replacement is None else replacement)
+    attn, pos = model.blocks[layer].attn, cache["hook_pos_embed"]
+    q_in, k_in = (changed, x) if side == "q" else (x, changed)
+    q, _ = attn.queries_keys(q_in, pos)  # [batch, head, pos, d_head]
+    _, k = attn.queries_keys(k_in, pos)
+    scores = q @ k.transpose(-1, -2) / attn.cfg.d_head ** 0.5  # as Attention.scores
+    n = scores.shape[-1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
+    return scores.masked_fill(causal, float("-inf")).softmax(dim=-1)

@@ -105,3 +105,19 @@ def induction_eigenvalues(model: AttnOnlyTransformer, prev_head: Head, layer: in
     qk = torch.stack([k_composition_circuit(model, *prev_head, layer, h).eigenvalues()
                       for h in range(model.cfg.n_heads)])
     return {"ov": ov_circuit(model, layer).eigenvalues().numpy(), "qk": qk.numpy()}
+
+
+@torch.no_grad()
+def source_preference(pattern: torch.Tensor, tokens: torch.Tensor, d_vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which source tokens one head favours on text: for each token id, the mean over its occurrences of the
+    attention it receives divided by what a uniform causal pattern would give that position
+    (``sum_{t >= s} 1 / (t + 1)``); 1 is no preference. pattern [batch, dst, src] (one head), tokens [batch, pos]
+    (the sources). Returns (ratio [d_vocab], occurrences [d_vocab]); ids that never occur have ratio 0."""
+    n = tokens.shape[-1]
+    received = pattern.sum(-2)  # [batch, src]: attention each source receives from all destinations
+    uniform = (1.0 / torch.arange(1, n + 1, dtype=pattern.dtype)).flip(0).cumsum(0).flip(0)  # [src]
+    ratio = (received / uniform).flatten()
+    ids = tokens.flatten()
+    total = torch.zeros(d_vocab, dtype=pattern.dtype).index_add_(0, ids, ratio)
+    count = torch.zeros(d_vocab, dtype=pattern.dtype).index_add_(0, ids, torch.ones_like(ratio))
+    return total / count.clamp_min(1), count

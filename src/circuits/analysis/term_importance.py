@@ -200,3 +200,25 @@ def virtual_head_effects(model: AttnOnlyTransformer, windows: torch.Tensor, cach
         for h2 in range(H):
             loss[h1, h2] = _removal_effect(logits, terms[h2] @ model.unembed.W_U, targets, base)
     return {"loss": loss, "norm": norm}
+
+
+def constant_share(term: torch.Tensor) -> torch.Tensor:
+    """How much of a term [batch, pos, ..., d_model] is one constant vector over batch and positions:
+    ``||mean||² / mean ||term||²``, in [0, 1], one value per index of ``...`` (e.g. per head of
+    ``single_head_terms``). A head that writes nearly the same vector everywhere acts as a bias, which our models
+    (they have none) can only learn this way."""
+    mean = term.mean(dim=(0, 1))
+    return mean.pow(2).sum(-1) / term.pow(2).sum(-1).mean(dim=(0, 1)).clamp_min(1e-30)
+
+
+@torch.no_grad()
+def term_effect(model: AttnOnlyTransformer, windows: torch.Tensor, term: torch.Tensor, cache: Cache | None = None,
+                keep_mean: bool = False) -> float:
+    """Increase of the model's loss (nats) when ``term`` [batch, pos, d_model] (one head's term, a virtual head's,
+    ...) is removed from the final residual stream, patterns frozen: ``loss(logits - W_U term) - loss(logits)``.
+    With ``keep_mean`` only its variation is removed: its mean over batch and positions stays in, as a bias
+    would."""
+    _, targets, cache = _split(model, windows, cache)
+    logits = cache["hook_resid_final"] @ model.unembed.W_U
+    removed = term - term.mean(dim=(0, 1)) if keep_mean else term
+    return _removal_effect(logits, removed @ model.unembed.W_U, targets, float(loss_fn(logits, targets)))

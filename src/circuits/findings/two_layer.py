@@ -1,10 +1,11 @@
 """Two layers (book chapter 05_two_layer): composition, the previous-token head, the two circuits of the induction
 heads, the ablation that breaks them, term importance and virtual heads. ``results`` computes every number the
 chapter and the findings table show, once per build; ``findings_rows`` turns them into the table's rows, each
-with a verdict computed by the rule written next to it.
+with a verdict computed from the measurement by the rule its ``rule`` field states in words.
 
 Heads are picked by measurement, never by index: previous-token and induction heads by ``metrics.heads``, the
-erratum's heads over the last several tokens by ``analysis.induction.several_token_heads``.
+erratum's heads over the last several tokens by ``analysis.induction.several_token_heads``, the head the chapter
+examines for its large single-head term (``focus``) as the layer-0 head whose term costs most to remove.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from circuits.analysis.ablation import ablation_prefix_matching
-from circuits.analysis.composition import COMPOSES, KINDS, composes, composition_baseline, composition_scores
-from circuits.analysis.induction import (RECENT_TOKENS, induction_eigenvalues, induction_positivity, offset_profile,
-                                         recent_mass, several_token_heads)
-from circuits.analysis.term_importance import single_head_effects, term_importance, virtual_head_effects
+from circuits.analysis.ablation import ablate, ablation_prefix_matching
+from circuits.analysis.circuits import ov_circuit
+from circuits.analysis.composition import (COMPOSES, KINDS, composes, composition_baseline, composition_scores,
+                                           patterns_without_writer)
+from circuits.analysis.induction import (RECENT_TOKENS, SPREAD_SHARE, induction_eigenvalues, induction_positivity,
+                                         offset_profile, recent_mass, several_token_heads, source_preference)
+from circuits.analysis.scan.tables import copying_rates
+from circuits.analysis.skip_trigrams import frequent_token_ids, restrict
+from circuits.analysis.term_importance import (constant_share, single_head_effects, term_effect, term_importance,
+                                               virtual_head_effects, virtual_head_terms)
 from circuits.metrics.heads import INDUCTION_THRESHOLD, head_name, induction_heads, previous_token_heads
+from circuits.metrics.losses import loss_fn, per_token_loss
 from circuits.metrics.olsson import prefix_matching_scores, previous_token_scores
 
 from .context import Book
@@ -29,7 +36,24 @@ N_VIRTUAL_WINDOWS = 2  # of them, for the per-virtual-head removals (n_heads² u
 PAPER_TERMS = {"direct path": 1.8, "single heads": 5.2, "virtual heads": 0.3}
 PAPER_SHARES = {k: v / sum(PAPER_TERMS.values()) for k, v in PAPER_TERMS.items()}  # of its uniform-to-model gap
 TERM_SHARE_TOLERANCE = 0.15  # how far a share of the gap may be from the paper's for "reproduced"
+MIN_COUNT = 50  # circuits read over tokens seen at least this often in training (rarer ones keep random embeddings)
+MAX_OV_TOKENS = 4096  # ... and at most this many of them, the most frequent (all of them at a 4,096-token vocabulary)
+ARENA_TOP1 = 0.31  # ARENA's 2L model: head 1.4's token is its own top output in its full OV circuit for ≈ 31 %
+TOP1_REPRODUCED = 0.15  # an induction head "copies" by ARENA's test at about half ARENA's rate or more
+N_FAVOURED = 4  # source tokens listed as the ones a head favours
 SECTION = "05_two_layer#{}"
+
+
+def ov_tokens(book: Book) -> torch.Tensor:
+    """Token ids the full OV circuits are read over, ascending: seen at least ``MIN_COUNT`` times in training and
+    decoding to whole characters, at most the ``MAX_OV_TOKENS`` most frequent of them (all tokens when fewer than 10
+    qualify, as in a tiny test book)."""
+    ids = frequent_token_ids(book.counts, MIN_COUNT)
+    ids = ids[torch.tensor(["\ufffd" not in book.decode(int(t)) for t in ids], dtype=torch.bool)] if len(ids) else ids
+    if len(ids) > MAX_OV_TOKENS:  # a 50k vocabulary: keep the most frequent (a d_vocab² scan is minutes on a CPU)
+        counts = torch.as_tensor(np.asarray(book.counts)[ids.numpy()])
+        ids = ids[counts.argsort(descending=True, stable=True)[:MAX_OV_TOKENS]].sort().values
+    return ids if len(ids) >= 10 else torch.arange(book.model(2).cfg.d_vocab)
 
 
 def results(book: Book) -> dict:
@@ -66,7 +90,16 @@ def _compute(book: Book) -> dict:
     ti = term_importance(model, windows, cache)
     single = single_head_effects(model, windows, cache)  # [layer, head]
     virtual = virtual_head_effects(model, windows[::N_WINDOWS // N_VIRTUAL_WINDOWS])  # [h1, h2] each, spread windows
+
+    # ARENA's test of copying: how often a token is its own top output in each layer-1 head's full OV circuit
+    allowed = ov_tokens(book)
+    top1, top5 = copying_rates(restrict(ov_circuit(model, 1), allowed, allowed), ks=(1, 5))  # [head] each
+    per_window = per_token_loss(model, windows).mean(1)  # [window]: each window's mean loss
+    focus = _focus_head(model, windows, cache, float(per_window.mean()), single[0].numpy(), comp["Q"],
+                        virtual["loss"].numpy(), allowed, book.counts)
     return {"n_heads": cfg.n_heads, "d_head": cfg.d_head, "windows": N_WINDOWS, "virtual_windows": N_VIRTUAL_WINDOWS,
+            "ov_top1": top1.numpy(), "ov_top5": top5.numpy(), "ov_tokens": len(allowed), **focus,
+            "window_se": float(per_window.std() / len(per_window) ** 0.5),
             "tokens": int(text.numel()), "prev_scores": prev_scores.numpy(), "prefix": prefix.numpy(),
             "previous": previous, "prev_head": prev_head, "induction": induction, "max_offset": max_offset,
             "profile": profile.numpy(), "several": several, "several_candidate": candidate,
@@ -76,6 +109,71 @@ def _compute(book: Book) -> dict:
             "uniform": ti.uniform, "losses": ti.losses, "model_loss": ti.model_loss, "marginal": ti.marginal,
             "shares": ti.gap_shares, "single": single.numpy(), "virtual_loss": virtual["loss"].numpy(),
             "virtual_norm": virtual["norm"].numpy()}
+
+
+@torch.no_grad()
+def _focus_head(model, windows, cache, base, single0, comp_q, virtual_loss, allowed, counts) -> dict:
+    """The layer-0 head with the largest single-head term, ``focus``, measured from every side: how much of every
+    head's single-head term is one constant vector (``const_share`` [layer, head]; a bias, which the model has no
+    other way to learn), the head's effect with that constant kept, what it attends to (``focus_favoured``: the
+    source tokens it prefers most), what the logits of its constant part follow, what the layer-1 head it
+    Q-composes with most (``q_partner``) does when its queries lose the head's output (zeros, or the mean put
+    back), and the virtual head through it that matters most (``v_partner``). ``base``: the model's loss on
+    ``windows``."""
+    text = windows[:, :-1]
+    x0, p0 = cache["blocks.0.hook_resid_pre"], cache["blocks.0.attn.hook_pattern"]
+    p1 = cache["blocks.1.attn.hook_pattern"]
+    first = model.blocks[0].attn.head_outputs(x0, p0)  # [b, p, H, d]: layer 0's outputs (its single-head terms)
+    shares = torch.stack([constant_share(first), constant_share(model.blocks[1].attn.head_outputs(x0, p1))])
+    f = int(np.argmax(single0))
+    out = first[:, :, f]  # [b, p, d]
+    mean = out.mean(dim=(0, 1))  # [d_model]
+    ablated = {}
+    for mode in ("zero", "mean"):  # the whole model with the head knocked out: zeros, or its mean output
+        with ablate(model, [(0, f)], mode, mean_tokens=text):
+            ablated[mode] = float(per_token_loss(model, windows).mean()) - base
+    logit = mean @ model.unembed.W_U  # [d_vocab]: what the constant part does to the logits
+    freq = torch.log(torch.as_tensor(np.asarray(counts), dtype=torch.float64)[allowed] + 1)
+    corr = float(np.corrcoef(logit[allowed].double().numpy(), freq.numpy())[0, 1])
+    raised = allowed[logit[allowed].argsort(descending=True)[:N_FAVOURED]]
+    ratio, count = source_preference(p0[:, f], text, model.cfg.d_vocab)
+    seen = torch.nonzero(count >= max(5, text.numel() // 400)).flatten()  # tokens seen often in the windows
+    favoured = seen[ratio[seen].argsort(descending=True)[:N_FAVOURED]]
+    n = text.shape[1]
+    dist = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp_min(0).to(p0.dtype)
+    mean_dist = float((p0[:, f] * dist).sum(-1).mean())
+
+    # Q-composition on text: layer 1's queries without the head's output (zeros) or with its mean in its place
+    q_partner = int(np.argmax(np.asarray(comp_q)[f]))
+    pats = {"zero": patterns_without_writer(model, cache, (0, f), 1, "q"),
+            "mean": patterns_without_writer(model, cache, (0, f), 1, "q", replacement=mean)}
+    targets = windows[:, 1:]
+
+    def patched_loss(new, heads):  # the model's loss with the patterns of ``heads`` of layer 1 replaced
+        def hook(a, name):
+            a = a.clone()
+            a[:, heads] = new[:, heads]
+            return a
+        logits = model.run_with_hooks(text, [("blocks.1.attn.hook_pattern", hook)])
+        return float(loss_fn(logits, targets)) - base
+
+    every = list(range(model.cfg.n_heads))
+    q = {}
+    for mode, new in pats.items():
+        q[f"q_tv_{mode}"] = (0.5 * (new - p1).abs().sum(-1)).mean(dim=(0, 2)).numpy()  # [h2]: attention moved
+        q[f"q_loss_{mode}"] = patched_loss(new, [q_partner])
+        q[f"q_loss_all_{mode}"] = patched_loss(new, every)
+
+    # the virtual head through it that matters most (on the virtual-head windows), measured on all windows
+    v_partner = int(np.argmax(np.asarray(virtual_loss)[f]))
+    vterm = virtual_head_terms(model, text, cache, 0, 1, head1=f)[v_partner]  # [b, p, d]
+    return {"focus": f, "const_share": shares.numpy(), "focus_mean_effect": term_effect(model, windows, out, cache,
+                                                                                         keep_mean=True),
+            "focus_ablated_zero": ablated["zero"], "focus_ablated_mean": ablated["mean"], "focus_freq_corr": corr,
+            "focus_raised": [int(t) for t in raised], "focus_favoured": [int(t) for t in favoured],
+            "focus_mean_dist": mean_dist, "q_partner": q_partner, **q, "v_partner": v_partner,
+            "v_const_share": float(constant_share(vterm)), "v_effect": term_effect(model, windows, vterm, cache),
+            "v_effect_mean": term_effect(model, windows, vterm, cache, keep_mean=True)}
 
 
 # ---- derived numbers, shared by the chapter and the rows ---------------------------------------------------
@@ -114,6 +212,7 @@ def composition_summary(r: dict) -> dict:
                        key=lambda t: ratio[t[0]][t[1], t[2]])
     out["strongest"] = (kind, h1, h2, float(ratio[kind][h1, h2]))
     out["pairs"] = {k: int(sum(composes(x, r["baseline"]) for x in np.asarray(r[f"comp_{k}"]).ravel())) for k in KINDS}
+    out["q_from_focus"] = int(sum(composes(x, r["baseline"]) for x in np.asarray(r["comp_Q"])[r["focus"]]))
     return out
 
 
@@ -144,8 +243,14 @@ def _verdict(full: bool, part: bool) -> str:
     return "reproduced" if full else "partly" if part else "not reproduced"
 
 
+def corner_heads(r: dict) -> list[int]:
+    """Layer-1 heads with both circuits positive: QK through the previous-token head and OV (the (+, +) corner)."""
+    qk, ov = np.asarray(r["qk_positivity"]), np.asarray(r["ov_positivity"])
+    return [h for h in range(r["n_heads"]) if qk[h] > 0 and ov[h] > 0]
+
+
 def findings_rows(book: Book) -> list[dict]:
-    """The chapter's claims, each with the paper's value, ours, and a verdict by the rule in the comment."""
+    """The chapter's claims, each with the paper's value, ours, a verdict and the rule that decides it."""
     r = results(book)
     c, ab = composition_summary(r), ablation_summary(r)
     names = lambda layer, hs: ", ".join(head_name((layer, h)) for h in hs) or "none"
@@ -153,23 +258,37 @@ def findings_rows(book: Book) -> list[dict]:
     prev_name = head_name((0, r["prev_head"]))
     rows = []
 
-    # K-composition with the previous-token head: reproduced when the model has a previous-token head, every
-    # induction head K-composes with it, and it is the strongest composition into them (kind and layer-0 head);
-    # partly when at least one induction head K-composes with it; otherwise not.
     k_all = bool(ind) and bool(r["previous"]) and len(c["k_prev"]) == len(ind)
     main = c["main_kind"] == "K" and c["main_h1"] == r["prev_head"]
     main_ratio = float(c["mean_into_induction"][c["main_kind"]].max())
-    rows.append({"claim": "Composition is essentially K-composition with a previous-token head",
+    rows.append({"claim": "The induction heads' composition is K-composition with a previous-token head",
                  "paper": "K-composition with one layer-0 previous-token head is the main effect (erratum)",
                  "ours": f"{len(c['k_prev'])} of {len(ind)} induction heads K-compose with {prev_name} "
                          f"(score ≥ {COMPOSES:g}× baseline); strongest into them: {c['main_kind']} from "
                          f"{head_name((0, c['main_h1']))}, {main_ratio:.1f}× baseline on average",
                  "verdict": _verdict(k_all and main, bool(c["k_prev"])),
+                 "rule": f"Reproduced if every induction head K-composes with the previous-token head (score at "
+                         f"least {COMPOSES:g}× the random baseline) and that is the strongest composition into them; "
+                         f"partly if at least one does.",
                  "section": SECTION.format("two-layer-composition")})
 
-    # The erratum's extra composition: reproduced when layer 0 has a head over the last several tokens
-    # (several_token_heads) and at least two induction heads (all, if fewer) K- or Q-compose with one of them;
-    # partly when such a head exists and one induction head composes with it; otherwise not.
+    kind, h1, h2, x = c["strongest"]
+    strongest_k_prev = kind == "K" and h1 == r["prev_head"]
+    k_most = c["pairs"]["K"] >= max(c["pairs"]["Q"], c["pairs"]["V"])
+    from_focus = c["q_from_focus"]
+    rows.append({"claim": "Across all pairs of heads, composition is essentially K-composition with the "
+                          "previous-token head",
+                 "paper": "the previous-token head's K-composition is the main effect of the whole figure "
+                          "(corrected figure, erratum)",
+                 "ours": f"strongest pair: {kind}-composition {head_name((0, h1))} → {head_name((1, h2))}, "
+                         f"{x:.1f}× baseline; pairs at ≥ {COMPOSES:g}×: K {c['pairs']['K']}, Q {c['pairs']['Q']} "
+                         f"({from_focus} of them from {head_name((0, r['focus']))}), V {c['pairs']['V']}",
+                 "verdict": _verdict(strongest_k_prev and k_most and bool(c["k_prev"]), bool(c["k_prev"])),
+                 "rule": f"Reproduced if the strongest pair of the whole figure is K-composition from the "
+                         f"previous-token head and no kind has more pairs at {COMPOSES:g}× the baseline than K; partly "
+                         f"if at least one induction head K-composes with the previous-token head.",
+                 "section": SECTION.format("two-layer-erratum")})
+
     several = list(r["several"])
     partners = sorted(set(c["k_several"]) | set(c["q_several"])) if several else []
     heads0 = ", ".join(head_name((0, h)) for h in partner_heads(r))
@@ -181,27 +300,29 @@ def findings_rows(book: Book) -> list[dict]:
                           f"(closest: {heads0})"),
                  "verdict": _verdict(bool(several) and bool(ind) and len(partners) >= min(2, len(ind)),
                                      bool(several) and bool(partners)),
+                 "rule": f"Reproduced if a layer-0 head attends over the last several tokens (at least "
+                         f"{SPREAD_SHARE:g} of its attention on the {r['max_offset']} before the present one, none of "
+                         f"them holding more than {SPREAD_SHARE:g} of that) and two induction heads (all, if fewer) "
+                         f"K- or Q-compose with it; partly if one does.",
                  "section": SECTION.format("two-layer-erratum")})
 
-    # One previous-token head in layer 0: reproduced with exactly one, partly with more, not with none.
     prev = np.asarray(r["prev_scores"])[0]
     rows.append({"claim": "One layer-0 head is a previous-token head",
                  "paper": "one (ARENA's 2L: head 0.7)",
                  "ours": f"{len(r['previous'])} ({names(0, r['previous'])}); best score {float(prev.max()):.2f}",
                  "verdict": _verdict(len(r["previous"]) == 1, len(r["previous"]) > 1),
+                 "rule": "Reproduced with exactly one previous-token head in layer 0; partly with more than one.",
                  "section": SECTION.format("two-layer-layer-0")})
 
-    # Induction heads in layer 1: reproduced when at least a quarter of the layer-1 heads are induction heads (the
-    # paper: about half), partly with at least one, not with none.
     best = float(np.asarray(r["prefix"])[1].max())
     rows.append({"claim": "Several layer-1 heads are induction heads",
                  "paper": "about 6 of 12 (video); ARENA's 1.4: prefix matching 0.68",
                  "ours": f"{len(ind)} of {n} ({names(1, ind)}); best prefix matching {best:.2f}",
                  "verdict": _verdict(len(ind) >= n / 4, len(ind) >= 1),
+                 "rule": "Reproduced if at least a quarter of the layer-1 heads are induction heads (the paper: "
+                         "about half); partly if at least one is.",
                  "section": SECTION.format("two-layer-induction")})
 
-    # Ablation: reproduced when every induction head falls below half its score and below the induction threshold
-    # (ablated prefix matching < 0.5 × intact and no head left an induction head), partly when their mean halves.
     fell = [a < 0.5 * b and a < INDUCTION_THRESHOLD for a, b in zip(ab["ablated"], ab["intact"])]
     rows.append({"claim": "Ablating the previous-token head removes induction",
                  "paper": "ARENA: prefix matching 0.68 → ≈ 0.01",
@@ -210,46 +331,67 @@ def findings_rows(book: Book) -> list[dict]:
                          f"(other layer-0 heads ablated: {np.mean(ab['control']):.2f})",
                  "verdict": _verdict(bool(ind) and all(fell),
                                      bool(ind) and np.mean(ab["ablated"]) < 0.5 * np.mean(ab["intact"])),
+                 "rule": "Reproduced if, with the previous-token head ablated, every induction head falls below half "
+                         "its score and below the induction threshold; partly if their mean score halves.",
                  "section": SECTION.format("two-layer-ablation")})
 
-    # (+,+) corner: reproduced when every induction head has positive QK (through the previous-token head) and OV
-    # eigen-positivity, partly when some do, not when none (or there is no induction head).
     qk, ov = np.asarray(r["qk_positivity"]), np.asarray(r["ov_positivity"])
-    corner = [h for h in ind if qk[h] > 0 and ov[h] > 0]
+    corner = [h for h in ind if h in corner_heads(r)]
+    others = [h for h in corner_heads(r) if h not in ind]
     rows.append({"claim": "Induction heads sit in the (+,+) corner of QK and OV eigen-positivity",
                  "paper": "all of them",
                  "ours": f"{len(corner)} of {len(ind)} induction heads" + (
-                     f"; QK {min(qk[ind]):.2f} to {max(qk[ind]):.2f}, OV {min(ov[ind]):.2f} to {max(ov[ind]):.2f}"
-                     if ind else ""),
+                     f" (QK {min(qk[ind]):.2f} to {max(qk[ind]):.2f}, OV {min(ov[ind]):.2f} to {max(ov[ind]):.2f})"
+                     if ind else "") + f"; so do {len(others)} of the {n - len(ind)} other layer-1 heads",
                  "verdict": _verdict(bool(ind) and len(corner) == len(ind), bool(corner)),
+                 "rule": "Reproduced if every induction head has both circuits' eigen-positivity above 0 (QK "
+                         "through the previous-token head, and OV); partly if some do.",
                  "section": SECTION.format("two-layer-circuits")})
 
-    # Term importance: reproduced when single heads > direct path > virtual heads (the paper's order) and each
-    # share of the uniform-to-model gap is within TERM_SHARE_TOLERANCE of the paper's; partly when the virtual
-    # heads are the smallest of the three; otherwise not.
+    top1 = np.asarray(r["ov_top1"])
+    copy = [h for h in ind if top1[h] >= TOP1_REPRODUCED]
+    rest = [h for h in range(n) if h not in ind]
+    rows.append({"claim": "An induction head's full OV circuit maps a token to itself (ARENA's top-1 test)",
+                 "paper": f"ARENA's 1.4: its token is its own top output for ≈ {ARENA_TOP1:.0%} of tokens",
+                 "ours": (", ".join(f"{head_name((1, h))} {top1[h]:.0%}" for h in ind) or "no induction head")
+                         + f" of {r['ov_tokens']:,} frequent tokens"
+                         + (f"; other layer-1 heads at most {top1[rest].max():.1%}" if rest else ""),
+                 "verdict": _verdict(bool(ind) and len(copy) == len(ind), bool(copy)),
+                 "rule": f"Reproduced if every induction head's token is its own top output for at least "
+                         f"{TOP1_REPRODUCED:.0%} of the frequent tokens (about half ARENA's {ARENA_TOP1:.0%}); partly "
+                         f"if one head's is.",
+                 "section": SECTION.format("two-layer-circuits")})
+
     d, s, v = r["marginal"]
     sd, ss, sv = r["shares"]
     rows.append({"claim": "Term importance: direct path, single heads, virtual heads",
                  "paper": "≈ 1.8 / 5.2 / 0.3 nats (video); shares of the gap "
                           + " / ".join(f"{x:.2f}" for x in PAPER_SHARES.values()),
-                 "ours": f"{d:.2f} / {s:.2f} / {v:.2f} nats; shares {sd:.2f} / {ss:.2f} / {sv:.2f}",
+                 "ours": f"{d:.2f} / {s:.2f} / {v:.2f} nats; shares {sd:.2f} / {ss:.2f} / {sv:.2f} "
+                         f"(on {r['windows']} windows)",
                  "verdict": _verdict(s > d > v and shares_close(r["shares"]), v < min(d, s)),
+                 "rule": f"Reproduced if single heads gain most, then the direct path, then virtual heads, each "
+                         f"share of the uniform-to-model gap within {TERM_SHARE_TOLERANCE:.0%} points of the "
+                         f"paper's; partly if the virtual heads gain least.",
                  "section": SECTION.format("two-layer-terms")})
 
-    # Layer 1 matters more: reproduced when removing a layer-1 head's term costs on average at least twice as
-    # much as a layer-0 head's, partly when more, otherwise not.
     m0, m1 = layer_means(r)
+    single = np.asarray(r["single"])
     rows.append({"claim": "Layer-1 heads matter more than layer-0 heads",
                  "paper": "far more (video)",
-                 "ours": f"mean loss increase per head removed: layer 1 {m1:.3f}, layer 0 {m0:.3f} nats",
+                 "ours": f"mean loss increase per head removed: layer 1 {m1:.3f}, layer 0 {m0:.3f} nats; the largest "
+                         f"single term is {head_name((0, r['focus']))}'s ({single[0, r['focus']]:.3f}), "
+                         f"{r['const_share'][0][r['focus']]:.0%} of its output one constant vector",
                  "verdict": _verdict(m1 >= 2 * m0, m1 > m0),
+                 "rule": "Reproduced if removing a layer-1 head's single-head term costs on average at least twice "
+                         "as much as a layer-0 head's; partly if more.",
                  "section": SECTION.format("two-layer-head-terms")})
 
-    # Virtual heads small: reproduced when their order adds at most 10 % of the uniform-to-model gap (paper:
-    # 0.3 of ≈ 7.3 nats, 4 %), partly at most 25 %, otherwise not.
     rows.append({"claim": "Virtual heads matter little",
                  "paper": f"≈ 0.3 nats in all, {PAPER_SHARES['virtual heads']:.0%} of the gap (video)",
                  "ours": f"{v:.2f} nats, {sv:.1%} of the gap",
                  "verdict": _verdict(abs(sv) <= 0.10, abs(sv) <= 0.25),
+                 "rule": "Reproduced if the virtual-head terms add at most 10 % of the uniform-to-model gap (the "
+                         "paper: 4 %); partly if at most 25 %.",
                  "section": SECTION.format("two-layer-virtual")})
     return rows
