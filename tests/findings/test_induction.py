@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from circuits.analysis.ablation import ablate
 from circuits.findings import induction
 from circuits.metrics.losses import per_token_loss
-from circuits.metrics.olsson import in_context_learning_score
+from circuits.metrics.olsson import ICL_WINDOWS, copying_scores, in_context_learning_score
 
 from ..analysis.models import make_model
 from . import books
@@ -27,13 +28,15 @@ def synthetic_logs() -> dict[int, list[dict]]:
     for row, icl in zip([r for r in two if "val_loss" in r], [0.0, -0.02, -0.03, -0.1, -0.25, -0.3, -0.32, -0.33]):
         row["icl_score"] = icl
     one = log_rows([0.01] * 4, layers=1, by_position=True)
-    return {1: one, 2: two}
+    zero = [{k: v for k, v in row.items() if k not in ("prev_token", "prefix_matching")}
+            for row in log_rows([0.0] * 2, layers=1)]
+    return {0: zero, 1: one, 2: two}
 
 
 @pytest.fixture
 def tiny_book(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
-    book = books.tiny_book(tiny_cfg, "test-induction", layers=(1, 2))
+    book = books.tiny_book(tiny_cfg, "test-induction", layers=(0, 1, 2))
     logs = synthetic_logs()
     book.log = lambda n: logs[n]
     return book
@@ -50,16 +53,23 @@ def test_results_and_rows_on_tiny_models(tiny_book):
             ("previous", "zero"), ("previous", "mean"), ("control 0", "zero")} <= sets
     assert len(sets) == 7 + induction.N_RANDOM_CONTROLS
     assert induction.results(tiny_book)["icl_2"] == r["icl_2"]  # read back from the cache
+    assert r["knockouts"][0]["icl"] == pytest.approx(r["icl_2"], abs=1e-4)  # the same windows as the ICL score
+    for n in (1, 2):  # the final model on the training log's own windows
+        loss = per_token_loss(tiny_book.model(n), induction.log_windows(tiny_book, n))
+        assert r[f"log_icl_{n}"] == pytest.approx(in_context_learning_score(loss), abs=1e-4)
+    assert r["log_windows"] == len(induction.log_windows(tiny_book, 2))
+    assert 0 <= r["repeat_rank_repeat"] < tiny_book.preset.d_vocab and 0 <= r["repeat_heads_top"] <= 1
+    assert np.asarray(r["own_top_2"]).shape == (2, tiny_book.preset.n_heads)
     rows = induction.findings_rows(tiny_book)
     assert len(rows) == 6
     for row in rows:
-        assert set(row) == {"claim", "paper", "ours", "verdict", "section"}
-        assert row["verdict"] in VERDICTS and row["section"].startswith("06_induction#")
+        assert set(row) == {"claim", "paper", "ours", "verdict", "rule", "section"}
+        assert row["verdict"] in VERDICTS and row["section"].startswith("06_induction#") and row["rule"]
 
 
 def test_a_zero_knockout_is_the_model_with_those_heads_w_o_zeroed(tiny_book):
     r = induction.results(tiny_book)
-    windows = tiny_book.windows(induction.N_KNOCKOUT_WINDOWS)
+    windows = tiny_book.windows(ICL_WINDOWS)
     positions = r["knockout_positions"]
     assert positions == induction.knockout_positions(tiny_book.preset.n_ctx)
     for k in r["knockouts"]:
@@ -74,9 +84,71 @@ def test_a_zero_knockout_is_the_model_with_those_heads_w_o_zeroed(tiny_book):
         assert k["by_position"] == pytest.approx(loss[:, positions].mean(0).tolist(), abs=1e-4)
 
 
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_knockout_losses_are_the_ablated_model(tiny_cfg, n_layers):
+    """Every knock-out, zero or mean, in any layer, computed from one intact pass, is the model that
+    ``analysis.ablation.ablate`` knocks out, at the positions read."""
+    model = make_model(tiny_cfg, n_layers=n_layers, init_std=0.3)
+    windows = torch.randint(0, tiny_cfg.d_vocab, (40, tiny_cfg.n_ctx + 1), generator=torch.Generator().manual_seed(1))
+    mean_tokens = windows[:8, :-1]
+    positions = [0, 3, 7, 12, tiny_cfg.n_ctx - 1]
+    variants = [("none", "none", [])] + [(f"{l}", mode, [(l, 1), (l, 2)]) for l in range(n_layers)
+                                         for mode in ("zero", "mean")]
+    got = induction.knockout_losses(model, windows, positions, variants, mean_tokens)
+    for name, mode, heads in variants:
+        if heads:
+            with ablate(model, heads, mode, mean_tokens):
+                expected = per_token_loss(model, windows, positions)
+        else:
+            expected = per_token_loss(model, windows, positions)
+        assert torch.allclose(got[(name, mode)], expected, atol=1e-4), (name, mode)
+    with pytest.raises(ValueError, match="one layer"):
+        induction.knockout_losses(model, windows, positions, [("x", "zero", [(0, 1), (n_layers - 1, 0)])]
+                                  if n_layers > 1 else [("x", "zero", [(0, 1), (1, 0)])])
+
+
+def test_band_scores_are_the_icl_score():
+    for n_ctx in (24, 64, 256):
+        loss = torch.rand(7, n_ctx)
+        positions = induction.knockout_positions(n_ctx)
+        scores = induction.band_scores(loss[:, positions], positions, n_ctx)
+        assert float(scores.mean()) == pytest.approx(in_context_learning_score(loss), abs=1e-6)
+        assert float(scores[2]) == pytest.approx(in_context_learning_score(loss[2:3]), abs=1e-6)
+
+
+def test_a_head_that_copies_nothing_scores_the_random_level():
+    """The shares of the raise sum to one over the sample, so an unrelated write gives the attended token 1/n."""
+    g = torch.randn(20_000, 25, generator=torch.Generator().manual_seed(0))
+    raised = (g - g.mean(-1, keepdim=True)).relu()
+    score = 2 * float((raised[:, 0] / raised.sum(-1)).mean()) - 1
+    assert score == pytest.approx(induction.copying_random_level(25), abs=0.01)
+    assert induction.copying_random_level(25) == pytest.approx(-0.92)
+
+
+def test_copying_detail_reads_the_direct_path(tiny_cfg):
+    model = make_model(tiny_cfg, n_layers=2, init_std=0.3)
+    samples = torch.stack([torch.randperm(tiny_cfg.d_vocab, generator=torch.Generator().manual_seed(i))[:10]
+                           for i in range(3)])
+    detail = induction.copying_detail(model, samples)
+    layer, head = 1, 2
+    attn = model.blocks[layer].attn
+    tops, ranks = [], []
+    for sample in samples:
+        for i, t in enumerate(sample):
+            logits = model.embed.W_E[t] @ attn.W_V[head] @ attn.W_O[head] @ model.unembed.W_U  # [vocab]
+            tops.append(float(int(logits[sample].argmax()) == i))
+            ranks.append(int((logits > logits[t]).sum()))
+    assert detail["own_top"][layer, head] == pytest.approx(np.mean(tops))
+    assert detail["own_rank"][layer, head] == float(torch.tensor(ranks, dtype=torch.float).median())
+    assert copying_scores(model, samples).shape == detail["own_top"].shape
+
+
 def test_knockout_positions_cover_the_bands():
-    assert induction.knockout_positions(256)[:17] == list(range(17)) and 248 in induction.knockout_positions(256)
-    assert set(range(20, 31)) | set(range(245, 256)) <= set(induction.knockout_positions(256))
+    positions = induction.knockout_positions(256)
+    assert {0, 1, 3, 7, 15, 31, 63, 127} <= set(positions)
+    assert set(range(20, 31)) | set(range(245, 256)) <= set(positions) and len(positions) == 30
+    early, late = induction.band_positions(256)
+    assert early == list(range(20, 31)) and late == list(range(245, 256))
 
 
 def test_the_icl_score_of_the_mean_loss_by_position_is_the_score():
@@ -113,13 +185,14 @@ def test_icl_bands_match_the_score():
 
 
 def made_up(removed_ind=0.8, removed_control=0.1, removed_random=0.1, removed_prev=0.7, removed_control0=0.1,
-            icl1=-0.05, icl2=-0.4, induction_heads=(1, 3)):
+            icl1=-0.05, icl2=-0.4, induction_heads=(1, 3), one_layer_copying=-0.6):
     """Results as ``induction.results`` returns them (the parts the rows read), with the wanted properties."""
     H, n_ctx, intact = 6, 32, -0.4
     prefix = np.zeros((2, H))
     prefix[1, list(induction_heads)] = 0.7
     copying = np.full((2, H), -0.5)
     copying[1, list(induction_heads)] = 0.9
+    positivity = np.zeros((2, H))
     prev = np.zeros((2, H))
     prev[0, 2] = 0.9
     ko = lambda name, mode, removed: {"set": name, "mode": mode, "heads": [], "icl": intact * (1 - removed),
@@ -130,16 +203,17 @@ def made_up(removed_ind=0.8, removed_control=0.1, removed_random=0.1, removed_pr
                  ko("previous", "mean", removed_prev), ko("control 0", "zero", removed_control0)]
     knockouts += [ko(f"random {i + 1}", "zero", removed_random) for i in range(induction.N_RANDOM_CONTROLS)]
     return {"prefix_2": prefix, "copying_2": copying, "prev_2": prev, "icl_1": icl1, "icl_2": icl2, "icl_se_1": 0.01,
+            "copying_1": np.full((1, H), one_layer_copying), "positivity_2": positivity, "sample_len": 25,
             "icl_se_2": 0.01, "icl_windows": 1024, "knockouts": knockouts, "knockout_windows": 256, "n_ctx": n_ctx,
             "knockout_positions": list(range(n_ctx))}
 
 
 def phase(found=True, abrupt=True, share=0.8, excess=-0.01, rise=-0.02):
     if not found:
-        return {"window": None, "icl_final": {1: -0.1, 2: -0.4}}
+        return {"window": None, "icl_final": {1: -0.1, 2: -0.4}, "icl_last": {0: 0.1, 1: -0.1, 2: -0.4}}
     return {"window": {"start_tokens": 8e6, "end_tokens": 9.6e6}, "abrupt": abrupt, "drop_share": share,
             "prefix_start": 0.1, "prefix_end": 0.45, "icl_before": -0.1, "icl_after": -0.3,
-            "icl_final": {1: -0.1, 2: -0.4}, "bump": {"excess": excess, "rise": rise, "tokens": 9e6, "line": []},
+            "icl_final": {1: -0.1, 2: -0.4}, "icl_last": {0: 0.1, 1: -0.1, 2: -0.4}, "bump": {"excess": excess, "rise": rise, "tokens": 9e6, "line": []},
             "fall_per_doubling": {"before": 0.1, "during": 0.2, "after": 0.1}}
 
 
@@ -176,6 +250,7 @@ def test_verdicts_follow_the_stated_rules(monkeypatch):
     assert icl() == "reproduced" and icl(icl1=-0.2) == "partly" and icl(icl1=-0.35, icl2=-0.4) == "not reproduced"
     heads = lambda **kw: verdicts(monkeypatch, made_up(**kw), phase())["evaluators"]
     assert heads() == "reproduced" and heads(induction_heads=()) == "not reproduced"
+    assert heads(one_layer_copying=0.95) == "partly"  # a one-layer head copies more than the induction heads
 
 
 def test_every_section_label_is_in_the_chapter(monkeypatch):

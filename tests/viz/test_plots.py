@@ -86,3 +86,11 @@ def test_loss_gap_subtracts_at_the_shared_evaluations():
     fig = plots.loss_gap(a, b, "", "gap", band=(2, 8), band_label="band")
     assert list(fig.data[0].x) == [1, 10] and list(fig.data[0].y) == [0.5, -0.5]
     assert fig.layout.annotations[0].x == np.log10(2)  # annotations on a log axis sit in log10 units
+
+
+def test_shade_span_labels_a_log_axis_in_log10_units():
+    fig = line_chart([1.0, 10.0, 100.0], {"a": [0.0, 1.0, 2.0]}, "", "x", "y", log_x=True)
+    plots.shade_span(fig, (10.0, 20.0), "band", log_x=True, label_side="left")
+    (shape,), (note,) = fig.layout.shapes, fig.layout.annotations
+    assert (shape.x0, shape.x1) == (10.0, 20.0)  # a shape in data units
+    assert note.x == 1.0 and note.text == "band" and note.xanchor == "left"  # an annotation in log10 units

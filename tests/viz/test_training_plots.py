@@ -57,3 +57,11 @@ def test_pattern_and_loss_puts_each_loss_at_the_predicted_token():
     lines = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(lines) == 3 and {s.x0 for s in lines if s.x0 == s.x1} == {2.5}
     assert fig.layout.yaxis.autorange == "reversed"
+
+
+def test_training_panels_draw_a_line_with_a_marker_as_points():
+    panels = [{"title": "icl", "lines": [{"x": [1, 2, 3], "y": [0.1, 0.0, -0.2], "name": "logged"},
+                                         {"x": [3], "y": [-0.4], "name": "end", "marker": "diamond", "color": "black"}]}]
+    fig = training_panels(panels, "t", cols=1)
+    assert fig.data[0].mode == "lines" and fig.data[1].mode == "markers"
+    assert fig.data[1].marker.symbol == "diamond" and fig.data[1].marker.color == "black"

@@ -127,8 +127,9 @@ def copying_scores(model: AttnOnlyTransformer, samples: torch.Tensor) -> torch.T
         r_t    = b_t[t] / Σ_{v in S} b_t[v]                 the share of the raise that goes to t itself
         score  = 2 · mean_{t in S, samples} r_t - 1         r in [0, 1] mapped to [-1, 1]
 
-    +1: the head raises only the token it attends to; -1: never that token; a head that raises its logits at
-    random scores about 2 / |raised| - 1 (with 25 tokens, about half raised: -0.84). Olsson et al. state the
+    +1: the head raises only the token it attends to; -1: never that token. A head whose write is unrelated to
+    the token it attends to gives that token, on average, 1 / |S| of the raise (the shares sum to 1 over S and
+    none is favoured): it scores 2 / |S| - 1, -0.92 with 25 tokens. Olsson et al. state the
     ratio's range as [0, 0.5], which does not follow from this description; we keep r in [0, 1] and map it
     linearly. (Normalising over the whole vocabulary instead sends every head to about -1.)
     """

@@ -54,7 +54,7 @@ def loss_curves(logs: Mapping[str, list[dict]], title: str = "Training and valid
                         name=f"{name} validation", line=dict(color=colour, width=2))
     fig.update_layout(title=title, xaxis_title="training tokens", yaxis_title="loss (nats/token)", **LAYOUT)
     fig.update_xaxes(type="log")
-    _shade_window(fig, band, band_label, log_x=True)
+    shade_span(fig, band, band_label, log_x=True)
     return fig
 
 
@@ -69,7 +69,7 @@ def loss_gap(rows_a: list[dict], rows_b: list[dict], title: str, ylabel: str,
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     fig.update_layout(title=title, xaxis_title="training tokens", yaxis_title=ylabel, **{**LAYOUT, "height": 320})
     fig.update_xaxes(type="log")
-    _shade_window(fig, band, band_label, log_x=True)
+    shade_span(fig, band, band_label, log_x=True)
     return fig
 
 
@@ -257,31 +257,31 @@ def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title:
     return fig
 
 
-def _shade_window(fig: go.Figure, window: tuple[float, float] | None, label: str = "", log_x: bool = False,
-                  **where) -> None:
-    """Shade x0..x1 (e.g. the phase change) in one panel of ``fig`` (``where``: row=, col=) or in all. On a log
-    x-axis the label is placed by hand: plotly positions a shape's label in data units, an annotation's in log10
-    units, so the shape's own label would land off the axis."""
+def shade_span(fig: go.Figure, window: tuple[float, float] | None, label: str = "", log_x: bool = False,
+               fill: str = "rgba(214, 39, 40, 0.12)", label_color: str = "rgb(160, 30, 30)",
+               label_side: str = "right", **where) -> None:
+    """Shade x0..x1 (e.g. the phase change) in one panel of ``fig`` (``where``: row=, col=) or in all, with
+    ``label`` at the top of x0, outside the span (``label_side="right"``: the text ends at x0) or inside it
+    ("left"). On a log x-axis the label is placed by hand: plotly positions a shape's label in data units, an
+    annotation's in log10 units, so the shape's own label would land off the axis."""
     if window is None:
         return
     x0, x1 = float(window[0]), float(window[1])
-    font = dict(size=11, color="rgb(160, 30, 30)")
-    shape_label = dict(annotation_text=label, annotation_position="top left", annotation_font=font)
-    fig.add_vrect(x0=x0, x1=x1, fillcolor="rgba(214, 39, 40, 0.12)", line_width=0, layer="below",
-                  exclude_empty_subplots=False, **(shape_label if label and not log_x else {}), **where)
-    if label and log_x:
+    font = dict(size=11, color=label_color)
+    fig.add_vrect(x0=x0, x1=x1, fillcolor=fill, line_width=0, layer="below", exclude_empty_subplots=False, **where)
+    if label:
         xref = "x" if not where else fig.get_subplot(**where).xaxis.plotly_name.replace("axis", "")
         yref = ("y" if not where else fig.get_subplot(**where).yaxis.plotly_name.replace("axis", "")) + " domain"
-        fig.add_annotation(x=math.log10(x0), y=1, xref=xref, yref=yref, text=label, showarrow=False,
-                           xanchor="right", yanchor="top", font=font)
+        fig.add_annotation(x=math.log10(x0) if log_x else x0, y=1, xref=xref, yref=yref, text=label,
+                           showarrow=False, xanchor=label_side, yanchor="top", font=font)
 
 
 def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, float] | None = None,
                     window_label: str = "", cols: int = 2, log_x: bool = True) -> go.Figure:
     """Measurements against training tokens, one panel per entry of ``panels``: a dict with ``title``,
     ``ylabel``, ``lines`` and optionally ``hline`` (a dotted reference level). Each line is a dict with ``x``,
-    ``y`` and ``name``, and optionally ``color``, ``width``, ``dash``, ``legend`` (False: no legend entry) and
-    ``group`` (lines of one group toggle together). ``window`` = (x0, x1) shades the same span of training in
+    ``y`` and ``name``, and optionally ``color``, ``width``, ``dash``, ``legend`` (False: no legend entry),
+    ``group`` (lines of one group toggle together) and ``marker`` (a plotly symbol: points, not a line). ``window`` = (x0, x1) shades the same span of training in
     every panel (e.g. the phase change), labelled ``window_label`` in the first."""
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p["title"] for p in panels],
@@ -289,14 +289,16 @@ def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, 
     for i, panel in enumerate(panels):
         r, c = i // cols + 1, i % cols + 1
         for line in panel["lines"]:
-            fig.add_scatter(x=[float(v) for v in line["x"]], y=[float(v) for v in line["y"]], mode="lines",
+            fig.add_scatter(x=[float(v) for v in line["x"]], y=[float(v) for v in line["y"]],
+                            mode="markers" if line.get("marker") else "lines",
                             name=line["name"], legendgroup=line.get("group", line["name"]),
                             showlegend=line.get("legend", True),
                             line=dict(color=line.get("color"), width=line.get("width", 2), dash=line.get("dash")),
+                            marker=dict(color=line.get("color"), symbol=line.get("marker"), size=10),
                             row=r, col=c)
         if panel.get("hline") is not None:
             fig.add_hline(y=float(panel["hline"]), line_dash="dot", line_color="grey", row=r, col=c)
-        _shade_window(fig, window, window_label if i == 0 else "", log_x=log_x, row=r, col=c)
+        shade_span(fig, window, window_label if i == 0 else "", log_x=log_x, row=r, col=c)
         fig.update_xaxes(type="log" if log_x else "linear", title_text="training tokens", row=r, col=c)
         fig.update_yaxes(title_text=panel.get("ylabel", ""), row=r, col=c)
     fig.update_layout(title=title, **{**LAYOUT, "height": 330 * rows + 90,
