@@ -9,7 +9,10 @@ them in the book's order.
 
 from __future__ import annotations
 
+import html
 from collections import Counter
+
+import pandas as pd
 
 from . import framework, induction, models, one_layer, two_layer, zero_layer
 from .context import Book
@@ -54,3 +57,14 @@ def verdict_badge(verdict: str) -> str:
     colour = VERDICT_COLOURS[verdict]
     return (f'<span style="color: {colour}; border: 1px solid {colour}; border-radius: 0.8em; padding: 0 0.5em; '
             f'white-space: nowrap; font-weight: 600">{verdict}</span>')
+
+
+def findings_frame(rows: list[dict], link: bool = False) -> pd.DataFrame:
+    """``rows`` as the book shows them, in the findings chapter and in every chapter's summary: claim, paper,
+    ours, and the verdict as a badge with its rule in small type under it. ``claim`` and ``verdict`` are HTML
+    (render them with ``table_html(..., html_columns=("claim", "verdict"))``); ``link``: the claim links to the
+    section that measured it."""
+    claim = lambda r: section_link(r["section"], html.escape(r["claim"])) if link else html.escape(r["claim"])
+    return pd.DataFrame([{"claim": claim(r), "paper": r["paper"], "ours": r["ours"],
+                          "verdict": verdict_badge(r["verdict"]) + f'<span class="rule">{html.escape(r["rule"])}</span>'}
+                         for r in map(check_row, rows)])
