@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.analysis.ablation import ablate
-from circuits.findings import induction
+from circuits.findings import icl_knockouts, induction
 from circuits.metrics.losses import per_token_loss
-from circuits.metrics.olsson import ICL_WINDOWS, copying_scores, in_context_learning_score
+from circuits.metrics.olsson import ICL_WINDOWS, in_context_learning_score
 
 from ..analysis.models import make_model
 from . import books
@@ -51,7 +50,7 @@ def test_results_and_rows_on_tiny_models(tiny_book):
     sets = {(k["set"], k["mode"]) for k in r["knockouts"]}
     assert {("none", "none"), ("induction", "zero"), ("induction", "mean"), ("control", "zero"),
             ("previous", "zero"), ("previous", "mean"), ("control 0", "zero")} <= sets
-    assert len(sets) == 7 + induction.N_RANDOM_CONTROLS
+    assert len(sets) == 7 + icl_knockouts.N_RANDOM_CONTROLS
     assert induction.results(tiny_book)["icl_2"] == r["icl_2"]  # read back from the cache
     assert r["knockouts"][0]["icl"] == pytest.approx(r["icl_2"], abs=1e-4)  # the same windows as the ICL score
     for n in (1, 2):  # the final model on the training log's own windows
@@ -71,7 +70,7 @@ def test_a_zero_knockout_is_the_model_with_those_heads_w_o_zeroed(tiny_book):
     r = induction.results(tiny_book)
     windows = tiny_book.windows(ICL_WINDOWS)
     positions = r["knockout_positions"]
-    assert positions == induction.knockout_positions(tiny_book.preset.n_ctx)
+    assert positions == icl_knockouts.knockout_positions(tiny_book.preset.n_ctx)
     for k in r["knockouts"]:
         if k["mode"] != "zero":
             continue
@@ -84,104 +83,14 @@ def test_a_zero_knockout_is_the_model_with_those_heads_w_o_zeroed(tiny_book):
         assert k["by_position"] == pytest.approx(loss[:, positions].mean(0).tolist(), abs=1e-4)
 
 
-@pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_knockout_losses_are_the_ablated_model(tiny_cfg, n_layers):
-    """Every knock-out, zero or mean, in any layer, computed from one intact pass, is the model that
-    ``analysis.ablation.ablate`` knocks out, at the positions read."""
-    model = make_model(tiny_cfg, n_layers=n_layers, init_std=0.3)
-    windows = torch.randint(0, tiny_cfg.d_vocab, (40, tiny_cfg.n_ctx + 1), generator=torch.Generator().manual_seed(1))
-    mean_tokens = windows[:8, :-1]
-    positions = [0, 3, 7, 12, tiny_cfg.n_ctx - 1]
-    variants = [("none", "none", [])] + [(f"{l}", mode, [(l, 1), (l, 2)]) for l in range(n_layers)
-                                         for mode in ("zero", "mean")]
-    got = induction.knockout_losses(model, windows, positions, variants, mean_tokens)
-    for name, mode, heads in variants:
-        if heads:
-            with ablate(model, heads, mode, mean_tokens):
-                expected = per_token_loss(model, windows, positions)
-        else:
-            expected = per_token_loss(model, windows, positions)
-        assert torch.allclose(got[(name, mode)], expected, atol=1e-4), (name, mode)
-    with pytest.raises(ValueError, match="one layer"):
-        induction.knockout_losses(model, windows, positions, [("x", "zero", [(0, 1), (n_layers - 1, 0)])]
-                                  if n_layers > 1 else [("x", "zero", [(0, 1), (1, 0)])])
-
-
-def test_band_scores_are_the_icl_score():
-    for n_ctx in (24, 64, 256):
-        loss = torch.rand(7, n_ctx)
-        positions = induction.knockout_positions(n_ctx)
-        scores = induction.band_scores(loss[:, positions], positions, n_ctx)
-        assert float(scores.mean()) == pytest.approx(in_context_learning_score(loss), abs=1e-6)
-        assert float(scores[2]) == pytest.approx(in_context_learning_score(loss[2:3]), abs=1e-6)
-
-
-def test_a_head_that_copies_nothing_scores_the_random_level():
-    """The shares of the raise sum to one over the sample, so an unrelated write gives the attended token 1/n."""
-    g = torch.randn(20_000, 25, generator=torch.Generator().manual_seed(0))
-    raised = (g - g.mean(-1, keepdim=True)).relu()
-    score = 2 * float((raised[:, 0] / raised.sum(-1)).mean()) - 1
-    assert score == pytest.approx(induction.copying_random_level(25), abs=0.01)
-    assert induction.copying_random_level(25) == pytest.approx(-0.92)
-
-
-def test_copying_detail_reads_the_direct_path(tiny_cfg):
-    model = make_model(tiny_cfg, n_layers=2, init_std=0.3)
-    samples = torch.stack([torch.randperm(tiny_cfg.d_vocab, generator=torch.Generator().manual_seed(i))[:10]
-                           for i in range(3)])
-    detail = induction.copying_detail(model, samples)
-    layer, head = 1, 2
-    attn = model.blocks[layer].attn
-    tops, ranks = [], []
-    for sample in samples:
-        for i, t in enumerate(sample):
-            logits = model.embed.W_E[t] @ attn.W_V[head] @ attn.W_O[head] @ model.unembed.W_U  # [vocab]
-            tops.append(float(int(logits[sample].argmax()) == i))
-            ranks.append(int((logits > logits[t]).sum()))
-    assert detail["own_top"][layer, head] == pytest.approx(np.mean(tops))
-    assert detail["own_rank"][layer, head] == float(torch.tensor(ranks, dtype=torch.float).median())
-    assert copying_scores(model, samples).shape == detail["own_top"].shape
-
-
-def test_knockout_positions_cover_the_bands():
-    positions = induction.knockout_positions(256)
-    assert {0, 1, 3, 7, 15, 31, 63, 127} <= set(positions)
-    assert set(range(20, 31)) | set(range(245, 256)) <= set(positions) and len(positions) == 30
-    early, late = induction.band_positions(256)
-    assert early == list(range(20, 31)) and late == list(range(245, 256))
-
-
 def test_the_icl_score_of_the_mean_loss_by_position_is_the_score():
     loss = torch.rand(16, 40)
     assert in_context_learning_score(loss.mean(0)[None]) == pytest.approx(in_context_learning_score(loss), abs=1e-6)
 
 
-def test_knockout_sets_follow_their_rule():
-    prefix = np.array([[0.9, 0.0, 0.0, 0.0, 0.0, 0.0], [0.05, 0.7, 0.01, 0.5, 0.02, 0.3]])
-    prev = np.array([[0.1, 0.8, 0.05, 0.3, 0.2, 0.9], [0.9] * 6])
-    sets = induction.knockout_sets(prefix, prev)
-    assert sets["induction"] == [(1, 1), (1, 3)]  # layer 0's 0.9 is no induction head
-    assert sets["control"] == [(1, 2), (1, 4)]  # the two lowest
-    for i in range(induction.N_RANDOM_CONTROLS):
-        heads = sets[f"random {i + 1}"]
-        assert len(heads) == 2 and not set(heads) & {(1, 1), (1, 3)}
-    assert sets["previous"] == [(0, 1), (0, 5)] and sets["control 0"] == [(0, 2), (0, 0)]
-    none = induction.knockout_sets(prefix * 0.1, prev * 0.1)  # no head passes a threshold: the best one
-    assert none["induction"] == [(1, 1)] and none["previous"] == [(0, 5)] and len(none["control"]) == 1
-
-
 def test_repeat_halves_skip_the_unpredictable_first_token_of_the_repeat():
     loss = np.array([9.0, 9, 9, 9, 7, 1, 1, 1])  # L = 4: positions 0-3 the first copy, 4 its first repeat token
     assert induction.repeat_halves(loss) == (9.0, 1.0)
-
-
-def test_icl_bands_match_the_score():
-    for n_ctx in (64, 256):  # contexts long enough for a full early band
-        early, late = induction.icl_bands(n_ctx)
-        loss = torch.zeros(1, n_ctx)
-        loss[0, late] = 11.0  # one position inside the late band only
-        loss[0, early] = -11.0
-        assert in_context_learning_score(loss) == pytest.approx(2.0)
 
 
 def made_up(removed_ind=0.8, removed_control=0.1, removed_random=0.1, removed_prev=0.7, removed_control0=0.1,
@@ -201,7 +110,7 @@ def made_up(removed_ind=0.8, removed_control=0.1, removed_random=0.1, removed_pr
     knockouts = [ko("none", "none", 0.0), ko("induction", "zero", removed_ind), ko("induction", "mean", removed_ind),
                  ko("control", "zero", removed_control), ko("previous", "zero", removed_prev),
                  ko("previous", "mean", removed_prev), ko("control 0", "zero", removed_control0)]
-    knockouts += [ko(f"random {i + 1}", "zero", removed_random) for i in range(induction.N_RANDOM_CONTROLS)]
+    knockouts += [ko(f"random {i + 1}", "zero", removed_random) for i in range(icl_knockouts.N_RANDOM_CONTROLS)]
     return {"prefix_2": prefix, "copying_2": copying, "prev_2": prev, "icl_1": icl1, "icl_2": icl2, "icl_se_1": 0.01,
             "copying_1": np.full((1, H), one_layer_copying), "positivity_2": positivity, "sample_len": 25,
             "icl_se_2": 0.01, "icl_windows": 1024, "knockouts": knockouts, "knockout_windows": 256, "n_ctx": n_ctx,

@@ -70,27 +70,3 @@ def test_log_histogram_bins_evenly_in_log_and_counts_every_positive_value():
     assert list(bar.y) == [2, 2, 3]
     np.testing.assert_allclose(np.diff(np.log10(np.asarray(bar.x))), np.log10(1000 / 3) / 3)
     assert fig.layout.xaxis.type == "log"
-
-
-def test_loss_curves_shade_the_band():
-    rows = [{"tokens": t, "train_loss": 5.0, "val_loss": 5.0} for t in (1, 10, 100)]
-    fig = plots.loss_curves({"2L": rows}, "", band=(10, 50), band_label="phase change")
-    (shape,) = fig.layout.shapes
-    assert (shape.x0, shape.x1) == (10, 50)
-    assert fig.layout.annotations[0].text == "phase change" and fig.layout.annotations[0].x == 1
-
-
-def test_loss_gap_subtracts_at_the_shared_evaluations():
-    a = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.0), (10, 4.0), (100, 3.0))]
-    b = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.5), (10, 3.5), (50, 3.2))]
-    fig = plots.loss_gap(a, b, "", "gap", band=(2, 8), band_label="band")
-    assert list(fig.data[0].x) == [1, 10] and list(fig.data[0].y) == [0.5, -0.5]
-    assert fig.layout.annotations[0].x == np.log10(2)  # annotations on a log axis sit in log10 units
-
-
-def test_shade_span_labels_a_log_axis_in_log10_units():
-    fig = line_chart([1.0, 10.0, 100.0], {"a": [0.0, 1.0, 2.0]}, "", "x", "y", log_x=True)
-    plots.shade_span(fig, (10.0, 20.0), "band", log_x=True, label_side="left")
-    (shape,), (note,) = fig.layout.shapes, fig.layout.annotations
-    assert (shape.x0, shape.x1) == (10.0, 20.0)  # a shape in data units
-    assert note.x == 1.0 and note.text == "band" and note.xanchor == "left"  # an annotation in log10 units

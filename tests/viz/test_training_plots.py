@@ -4,7 +4,9 @@ the loss it explains."""
 import numpy as np
 import pytest
 
-from circuits.viz.plots import _log_edges, pattern_and_loss, training_heatmaps, training_panels
+from circuits.viz.plots import line_chart, pattern_and_loss
+from circuits.viz.training_plots import (_log_edges, loss_curves, loss_gap, shade_span, training_heatmaps,
+                                         training_panels)
 
 
 def test_training_panels_draw_every_line_and_shade_the_window_in_every_panel():
@@ -65,3 +67,27 @@ def test_training_panels_draw_a_line_with_a_marker_as_points():
     fig = training_panels(panels, "t", cols=1)
     assert fig.data[0].mode == "lines" and fig.data[1].mode == "markers"
     assert fig.data[1].marker.symbol == "diamond" and fig.data[1].marker.color == "black"
+
+
+def test_loss_curves_shade_the_band():
+    rows = [{"tokens": t, "train_loss": 5.0, "val_loss": 5.0} for t in (1, 10, 100)]
+    fig = loss_curves({"2L": rows}, "", band=(10, 50), band_label="phase change")
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.x1) == (10, 50)
+    assert fig.layout.annotations[0].text == "phase change" and fig.layout.annotations[0].x == 1
+
+
+def test_loss_gap_subtracts_at_the_shared_evaluations():
+    a = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.0), (10, 4.0), (100, 3.0))]
+    b = [{"tokens": t, "val_loss": v} for t, v in ((1, 5.5), (10, 3.5), (50, 3.2))]
+    fig = loss_gap(a, b, "", "gap", band=(2, 8), band_label="band")
+    assert list(fig.data[0].x) == [1, 10] and list(fig.data[0].y) == [0.5, -0.5]
+    assert fig.layout.annotations[0].x == np.log10(2)  # annotations on a log axis sit in log10 units
+
+
+def test_shade_span_labels_a_log_axis_in_log10_units():
+    fig = line_chart([1.0, 10.0, 100.0], {"a": [0.0, 1.0, 2.0]}, "", "x", "y", log_x=True)
+    shade_span(fig, (10.0, 20.0), "band", log_x=True, label_side="left")
+    (shape,), (note,) = fig.layout.shapes, fig.layout.annotations
+    assert (shape.x0, shape.x1) == (10.0, 20.0)  # a shape in data units
+    assert note.x == 1.0 and note.text == "band" and note.xanchor == "left"  # an annotation in log10 units
