@@ -10,6 +10,7 @@ import torch
 
 from circuits.analysis.circuits import score_terms
 from circuits.findings import one_layer
+from circuits.findings.one_layer_skip_trigrams import CARRY_SHARE, KEEP_BUG, N_SPLIT, raised, verdict
 from circuits.findings.table import check_row
 from tests.analysis.models import make_model
 
@@ -66,18 +67,6 @@ def book(tiny_cfg, monkeypatch):
         windows=windows, cache=lambda name, layers, compute: compute())
 
 
-def test_rules():
-    assert one_layer.verdict(True, True) == "reproduced"
-    assert one_layer.verdict(True, False) == one_layer.verdict(False, True) == "partly"
-    assert one_layer.verdict(False, False) == "not reproduced"
-    # the model raises a continuation: at least MIN_EFFECT nats and more than MIN_Z standard errors
-    assert one_layer.raised(0.3, 0.1) and one_layer.raised(one_layer.MIN_EFFECT, 0.01)
-    assert not one_layer.raised(0.05, 0.001)  # significant but too small (the paper's open … " → w case)
-    assert not one_layer.raised(0.3, 0.2) and not one_layer.raised(-0.5, 0.01)  # noisy; lowered
-    assert not one_layer.raised(0.3, float("nan"))
-    assert one_layer.top_rank(100) == 5 and one_layer.top_rank(4000) == 40
-
-
 def test_score_term_spread_matches_a_loop(tiny_cfg):
     model = make_model(tiny_cfg, n_layers=1, init_std=0.3)
     tokens = torch.randint(0, tiny_cfg.d_vocab, (2, 9))
@@ -103,7 +92,7 @@ def test_results_and_findings_on_a_stand_in_book(book):
     assert {e["dest"] for e in ex if e["source"] == " open"} == {'","'}  # the paper's own destination exists
     for e in ex:
         supported = max(e["ov rank"], e["qk rank"]) <= r["top_rank"]
-        assert e["verdict"] == one_layer.verdict(supported, one_layer.raised(e["change"], e["se"]))
+        assert e["verdict"] == verdict(supported, raised(e["change"], e["se"]))
         assert e["se"] > 0 and 0 <= e["share"] <= 1
         c = e["corpus"]  # corpus counts, also for words this vocabulary splits
         assert 0 <= c["source … dest → out"] <= c["source … dest"] <= c["dest"] and c["dest → out"] <= c["dest"]
@@ -112,7 +101,7 @@ def test_results_and_findings_on_a_stand_in_book(book):
                                                                                                  abs=1e-4)
     keep = r["keep_bug"]
     assert keep["missing"] == [] and [(k["dest"], k["out"]) for k in keep["rows"]] == \
-        [(d, o) for d, o, _ in one_layer.KEEP_BUG] and all("change" in k for k in keep["rows"])
+        [(d, o) for d, o, _ in KEEP_BUG] and all("change" in k for k in keep["rows"])
     assert 0 <= keep["head"] < H and keep["bay ov rank"] >= 1
     named = {(e["dest"], e["out"]): e for e in ex if e["source"] == " keep"}
     for k in keep["rows"]:  # the same contexts as the named examples: the intended rows agree
@@ -120,15 +109,15 @@ def test_results_and_findings_on_a_stand_in_book(book):
             assert k["change"] == pytest.approx(named[(k["dest"], k["out"])]["change"])
     assert (18, 19, 20) in {(w["word"], w["first"], w["second"]) for w in r["split"]["rows"]}  # · Ralph … R → alph
     split = r["split"]
-    assert split["tested"] == min(split["n"], one_layer.N_SPLIT)
+    assert split["tested"] == min(split["n"], N_SPLIT)
     for w in split["rows"][:split["tested"]]:
-        assert w["carried"] == (w["raised"] and w["carrier share"] >= one_layer.CARRY_SHARE)
+        assert w["carried"] == (w["raised"] and w["carrier share"] >= CARRY_SHARE)
         assert w["carrier"] == int(np.argmax(w["head logit change"]))
     assert split["carried"] == sum(w["carried"] for w in split["rows"][:split["tested"]]) <= split["raised"]
     assert set(np.asarray(r["word_ids"]).tolist()) <= set(range(len(WORDS)))
     assert {t["source"] for t in r["word_table"]} <= set(np.asarray(r["word_ids"]).tolist())
     for b in r["bugs"]:
-        assert b["raised"] == one_layer.raised(b["bug"]["change"], b["bug"]["se"])
+        assert b["raised"] == raised(b["bug"]["change"], b["bug"]["se"])
     assert np.all((0 <= np.asarray(r["top1"])) & (np.asarray(r["top1"]) <= np.asarray(r["top5"])))
     assert set(r["copying"]) == {h for h in range(H) if r["positivity"][h] > 0.5}
     assert np.asarray(r["attn_uniform"]).shape == (H,)

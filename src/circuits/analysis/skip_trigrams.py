@@ -1,7 +1,7 @@
 """One-layer transformers: skip-trigram tables (``skip_trigram_table``), how each head supports one named
-skip-trigram (``skip_trigram_support``), copying across tokenisations (``split_words``)
-and the per-token dump (paper "One-Layer Attention-Only Transformers"; the bugs are in
-``skip_trigram_bugs``, positional heads in ``positional``, the loss of each path in
+skip-trigram (``skip_trigram_support``), copying across tokenisations (``split_words``) and the per-token
+dump (paper "One-Layer Attention-Only Transformers"; the bugs are in ``skip_trigram_bugs``, the model run on
+real text in ``skip_trigram_effect``, positional heads in ``positional``, the loss of each path in
 ``path_expansion.head_term_losses``). Functions return token ids; the book shows them with
 ``circuits.viz.tokens``.
 
@@ -97,12 +97,6 @@ def attention_preference(qk: FactoredMatrix, weights: torch.Tensor, chunk_rows: 
         -1, ids, shift)  # [..., m]
     ones = torch.ones(*qk.B.shape[:-2], 1, qk.shape[-1], dtype=qk.dtype)
     return FactoredMatrix(torch.cat([qk.A, -c[..., :, None]], -1), torch.cat([qk.B, ones], -2))
-
-
-def token_label(decode: Decode, i: int) -> str:
-    """A token as its Python repr, for CSV exports (``dump_frame``). The book shows tokens with
-    ``circuits.viz.tokens.show_token`` instead; everything else here returns token ids."""
-    return repr(decode(int(i)))
 
 
 # ---- skip-trigram tables -----------------------------------------------------------------------
@@ -280,22 +274,6 @@ def token_dump(ov: FactoredMatrix, qk: FactoredMatrix, candidates: torch.Tensor,
         vals, idx = topk_per_row(fm, k, chunk_rows=chunk_rows)
         out[name], out[f"{name}_value"] = candidates[idx], vals
     return out
-
-
-def dump_frame(dump: dict[str, torch.Tensor], decode: Decode, counts: np.ndarray) -> pd.DataFrame:
-    """``token_dump`` as a long table: one row per (token, head), tokens as Python reprs."""
-    H, V, k = dump["ov_out"].shape
-    labels = np.array([token_label(decode, i) for i in range(V)], dtype=object)
-    frame = {"token_id": np.tile(np.arange(V), H), "token": np.tile(labels, H),
-             "train_count": np.tile(np.asarray(counts)[:V], H), "head": np.repeat(np.arange(H), V)}
-    for name in ("ov_out", "qk_src", "qk_dst"):
-        ids = dump[name].reshape(H * V, k).numpy()
-        vals = dump[f"{name}_value"].reshape(H * V, k).numpy()
-        for j in range(k):
-            frame[f"{name}_{j + 1}"] = labels[ids[:, j]]
-        for j in range(k):
-            frame[f"{name}_value_{j + 1}"] = np.round(vals[:, j], 4)
-    return pd.DataFrame(frame)
 
 
 def eigenvalue_radius(eigenvalues: torch.Tensor, scale: float | None = None) -> torch.Tensor:

@@ -6,6 +6,10 @@ with a verdict computed from the measurement by the rule its ``rule`` field stat
 Heads are picked by measurement, never by index: previous-token and induction heads by ``metrics.heads``, the
 erratum's heads over the last several tokens by ``analysis.induction.several_token_heads``, the head the chapter
 examines for its large single-head term (``focus``) as the layer-0 head whose term costs most to remove.
+
+The focus head's measurements are in ``findings.two_layer_focus``; the numbers derived from the results that
+the chapter and the rows share (composition and ablation summaries, the (+, +) corner) in
+``findings.two_layer_summaries``.
 """
 
 from __future__ import annotations
@@ -13,21 +17,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from circuits.analysis.ablation import ablate, ablation_prefix_matching
+from circuits.analysis.ablation import ablation_prefix_matching
 from circuits.analysis.circuits import ov_circuit
-from circuits.analysis.composition import (COMPOSES, KINDS, composes, composition_baseline, composition_scores,
-                                           patterns_without_writer)
+from circuits.analysis.composition import COMPOSES, KINDS, composition_baseline, composition_scores
 from circuits.analysis.induction import (RECENT_TOKENS, SPREAD_SHARE, induction_eigenvalues, induction_positivity,
-                                         offset_profile, recent_mass, several_token_heads, source_preference)
+                                         offset_profile, recent_mass, several_token_heads)
 from circuits.analysis.scan.tables import copying_rates
 from circuits.analysis.skip_trigrams import frequent_token_ids, restrict
-from circuits.analysis.term_importance import (constant_share, single_head_effects, term_effect, term_importance,
-                                               virtual_head_effects, virtual_head_terms)
+from circuits.analysis.term_importance import single_head_effects, term_importance, virtual_head_effects
 from circuits.metrics.heads import INDUCTION_THRESHOLD, head_name, induction_heads, previous_token_heads
-from circuits.metrics.losses import loss_fn, per_token_loss
+from circuits.metrics.losses import per_token_loss
 from circuits.metrics.olsson import prefix_matching_scores, previous_token_scores
 
 from .context import Book
+from .two_layer_focus import focus_head
+from .two_layer_summaries import ablation_summary, composition_summary, corner_heads, layer_means, partner_heads
 
 N_WINDOWS = 16  # validation windows (n_ctx + 1 tokens each) for every measurement on text; with 8, sampling moved
 # the single-head and direct-path effects of the cpu model by 0.2 nats
@@ -40,7 +44,6 @@ MIN_COUNT = 50  # circuits read over tokens seen at least this often in training
 MAX_OV_TOKENS = 4096  # ... and at most this many of them, the most frequent (all of them at a 4,096-token vocabulary)
 ARENA_TOP1 = 0.31  # ARENA's 2L model: head 1.4's token is its own top output in its full OV circuit for ≈ 31 %
 TOP1_REPRODUCED = 0.15  # an induction head "copies" by ARENA's test at about half ARENA's rate or more
-N_FAVOURED = 4  # source tokens listed as the ones a head favours
 SECTION = "05_two_layer#{}"
 
 
@@ -95,8 +98,8 @@ def _compute(book: Book) -> dict:
     allowed = ov_tokens(book)
     top1, top5 = copying_rates(restrict(ov_circuit(model, 1), allowed, allowed), ks=(1, 5))  # [head] each
     per_window = per_token_loss(model, windows).mean(1)  # [window]: each window's mean loss
-    focus = _focus_head(model, windows, cache, float(per_window.mean()), single[0].numpy(), comp["Q"],
-                        virtual["loss"].numpy(), allowed, book.counts)
+    focus = focus_head(model, windows, cache, float(per_window.mean()), single[0].numpy(), comp["Q"],
+                       virtual["loss"].numpy(), allowed, book.counts)
     return {"n_heads": cfg.n_heads, "d_head": cfg.d_head, "windows": N_WINDOWS, "virtual_windows": N_VIRTUAL_WINDOWS,
             "ov_top1": top1.numpy(), "ov_top5": top5.numpy(), "ov_tokens": len(allowed), **focus,
             "window_se": float(per_window.std() / len(per_window) ** 0.5),
@@ -111,142 +114,17 @@ def _compute(book: Book) -> dict:
             "virtual_norm": virtual["norm"].numpy()}
 
 
-@torch.no_grad()
-def _focus_head(model, windows, cache, base, single0, comp_q, virtual_loss, allowed, counts) -> dict:
-    """The layer-0 head with the largest single-head term, ``focus``, measured from every side: how much of every
-    head's single-head term is one constant vector (``const_share`` [layer, head]; a bias, which the model has no
-    other way to learn), the head's effect with that constant kept, what it attends to (``focus_favoured``: the
-    source tokens it prefers most), what the logits of its constant part follow, what the layer-1 head it
-    Q-composes with most (``q_partner``) does when its queries lose the head's output (zeros, or the mean put
-    back), and the virtual head through it that matters most (``v_partner``). ``base``: the model's loss on
-    ``windows``."""
-    text = windows[:, :-1]
-    x0, p0 = cache["blocks.0.hook_resid_pre"], cache["blocks.0.attn.hook_pattern"]
-    p1 = cache["blocks.1.attn.hook_pattern"]
-    first = model.blocks[0].attn.head_outputs(x0, p0)  # [b, p, H, d]: layer 0's outputs (its single-head terms)
-    shares = torch.stack([constant_share(first), constant_share(model.blocks[1].attn.head_outputs(x0, p1))])
-    f = int(np.argmax(single0))
-    out = first[:, :, f]  # [b, p, d]
-    mean = out.mean(dim=(0, 1))  # [d_model]
-    ablated = {}
-    for mode in ("zero", "mean"):  # the whole model with the head knocked out: zeros, or its mean output
-        with ablate(model, [(0, f)], mode, mean_tokens=text):
-            ablated[mode] = float(per_token_loss(model, windows).mean()) - base
-    logit = mean @ model.unembed.W_U  # [d_vocab]: what the constant part does to the logits
-    freq = torch.log(torch.as_tensor(np.asarray(counts), dtype=torch.float64)[allowed] + 1)
-    corr = float(np.corrcoef(logit[allowed].double().numpy(), freq.numpy())[0, 1])
-    raised = allowed[logit[allowed].argsort(descending=True)[:N_FAVOURED]]
-    ratio, count = source_preference(p0[:, f], text, model.cfg.d_vocab)
-    seen = torch.nonzero(count >= max(5, text.numel() // 400)).flatten()  # tokens seen often in the windows
-    favoured = seen[ratio[seen].argsort(descending=True)[:N_FAVOURED]]
-    n = text.shape[1]
-    dist = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp_min(0).to(p0.dtype)
-    mean_dist = float((p0[:, f] * dist).sum(-1).mean())
-
-    # Q-composition on text: layer 1's queries without the head's output (zeros) or with its mean in its place
-    q_partner = int(np.argmax(np.asarray(comp_q)[f]))
-    pats = {"zero": patterns_without_writer(model, cache, (0, f), 1, "q"),
-            "mean": patterns_without_writer(model, cache, (0, f), 1, "q", replacement=mean)}
-    targets = windows[:, 1:]
-
-    def patched_loss(new, heads):  # the model's loss with the patterns of ``heads`` of layer 1 replaced
-        def hook(a, name):
-            a = a.clone()
-            a[:, heads] = new[:, heads]
-            return a
-        logits = model.run_with_hooks(text, [("blocks.1.attn.hook_pattern", hook)])
-        return float(loss_fn(logits, targets)) - base
-
-    every = list(range(model.cfg.n_heads))
-    q = {}
-    for mode, new in pats.items():
-        q[f"q_tv_{mode}"] = (0.5 * (new - p1).abs().sum(-1)).mean(dim=(0, 2)).numpy()  # [h2]: attention moved
-        q[f"q_loss_{mode}"] = patched_loss(new, [q_partner])
-        q[f"q_loss_all_{mode}"] = patched_loss(new, every)
-
-    # the virtual head through it that matters most (on the virtual-head windows), measured on all windows
-    v_partner = int(np.argmax(np.asarray(virtual_loss)[f]))
-    vterm = virtual_head_terms(model, text, cache, 0, 1, head1=f)[v_partner]  # [b, p, d]
-    return {"focus": f, "const_share": shares.numpy(), "focus_mean_effect": term_effect(model, windows, out, cache,
-                                                                                         keep_mean=True),
-            "focus_ablated_zero": ablated["zero"], "focus_ablated_mean": ablated["mean"], "focus_freq_corr": corr,
-            "focus_raised": [int(t) for t in raised], "focus_favoured": [int(t) for t in favoured],
-            "focus_mean_dist": mean_dist, "q_partner": q_partner, **q, "v_partner": v_partner,
-            "v_const_share": float(constant_share(vterm)), "v_effect": term_effect(model, windows, vterm, cache),
-            "v_effect_mean": term_effect(model, windows, vterm, cache, keep_mean=True)}
-
-
-# ---- derived numbers, shared by the chapter and the rows ---------------------------------------------------
-
-def partner_heads(r: dict) -> list[int]:
-    """The layer-0 heads over the last several tokens, or the best candidate when none qualifies."""
-    return list(r["several"]) or [int(r["several_candidate"])]
-
-
-def composition_summary(r: dict) -> dict:
-    """How the induction heads compose with the previous-token head and with the heads over the last several tokens.
-
-    ``ratio[kind]`` [h1, h2]: score / random baseline. ``main_kind``, ``main_h1``: the kind and the layer-0 head
-    whose mean ratio into the induction heads (``mean_into_induction[kind]`` [h1]) is largest.
-    ``k_prev`` / ``q_prev``: the induction heads (layer-1 indices) that K- / Q-compose
-    (``analysis.composition.composes``) with the previous-token head; ``k_several`` / ``q_several``: those that
-    compose with any head of ``partner_heads``. ``max_other``: the largest ratio of any other layer-0 head into
-    an induction head; ``strongest``: the largest ratio in the whole figure, as (kind, h1, h2, ratio); ``pairs``:
-    for each kind, how many of all (h1, h2) pairs compose.
-    """
-    ratio = {k: np.asarray(r[f"comp_{k}"]) / r["baseline"] for k in KINDS}
-    ind = list(r["induction"]) or list(range(r["n_heads"]))  # no induction head: every layer-1 head
-    mean_in = {k: ratio[k][:, ind].mean(1) for k in KINDS}  # [h1]: mean ratio into the induction heads
-    main_kind = max(KINDS, key=lambda k: float(mean_in[k].max()))
-    out = {"ratio": ratio, "main_kind": main_kind, "main_h1": int(mean_in[main_kind].argmax()),
-           "mean_into_induction": mean_in}
-    partners = partner_heads(r)
-    for k in ("K", "Q"):
-        score = np.asarray(r[f"comp_{k}"])
-        out[f"{k.lower()}_prev"] = [h for h in r["induction"] if composes(score[r["prev_head"], h], r["baseline"])]
-        out[f"{k.lower()}_several"] = [h for h in r["induction"]
-                                       if any(composes(score[g, h], r["baseline"]) for g in partners)]
-    others = [h for h in range(r["n_heads"]) if h != r["prev_head"] and h not in partners]
-    out["max_other"] = float(max(ratio[k][others][:, ind].max() for k in KINDS)) if others else float("nan")
-    kind, h1, h2 = max(((k, a, b) for k in KINDS for a in range(r["n_heads"]) for b in range(r["n_heads"])),
-                       key=lambda t: ratio[t[0]][t[1], t[2]])
-    out["strongest"] = (kind, h1, h2, float(ratio[kind][h1, h2]))
-    out["pairs"] = {k: int(sum(composes(x, r["baseline"]) for x in np.asarray(r[f"comp_{k}"]).ravel())) for k in KINDS}
-    out["q_from_focus"] = int(sum(composes(x, r["baseline"]) for x in np.asarray(r["comp_Q"])[r["focus"]]))
-    return out
-
-
-def ablation_summary(r: dict) -> dict:
-    """Prefix matching of the induction heads (or of the best layer-1 head when there is none) in the intact
-    model, with the previous-token head ablated, and the mean over ablations of the other layer-0 heads."""
-    prefix, ablated = np.asarray(r["prefix"])[1], np.asarray(r["ablated"])
-    heads = list(r["induction"]) or [int(prefix.argmax())]
-    others = [h for h in range(r["n_heads"]) if h != r["prev_head"]]
-    return {"heads": heads, "intact": [float(prefix[h]) for h in heads],
-            "ablated": [float(ablated[r["prev_head"], h]) for h in heads],
-            "control": [float(ablated[others][:, h].mean()) for h in heads]}
-
+# ---- derived numbers, shared by the chapter and the rows (the others: ``two_layer_summaries``) ------------
 
 def shares_close(shares: list[float]) -> bool:
     """Whether every order's share of the gap is within ``TERM_SHARE_TOLERANCE`` of the paper's."""
     return all(abs(a - b) <= TERM_SHARE_TOLERANCE for a, b in zip(shares, PAPER_SHARES.values()))
 
 
-def layer_means(r: dict) -> list[float]:
-    """Mean loss increase from removing one head's single-head term, per layer."""
-    return [float(x) for x in np.asarray(r["single"]).mean(1)]
-
-
 # ---- the findings table ------------------------------------------------------------------------------------
 
 def _verdict(full: bool, part: bool) -> str:
     return "reproduced" if full else "partly" if part else "not reproduced"
-
-
-def corner_heads(r: dict) -> list[int]:
-    """Layer-1 heads with both circuits positive: QK through the previous-token head and OV (the (+, +) corner)."""
-    qk, ov = np.asarray(r["qk_positivity"]), np.asarray(r["ov_positivity"])
-    return [h for h in range(r["n_heads"]) if qk[h] > 0 and ov[h] > 0]
 
 
 def findings_rows(book: Book) -> list[dict]:
