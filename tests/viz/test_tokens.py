@@ -6,7 +6,7 @@ from circuits.viz.tokens import show_token, skip_trigram
 def test_tokens_are_readable():
     assert show_token(" the") == "·the"
     assert show_token("\n\n") == "↵↵"
-    assert show_token("\tx") == "→x"
+    assert show_token("\tx") == "⇥x"
     assert show_token("") == "∅"
     assert show_token("(") == "("
     assert skip_trigram("·keep", "·in", "·mind") == "·keep … ·in → ·mind"

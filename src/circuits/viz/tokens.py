@@ -2,7 +2,7 @@
 
 A byte-level BPE token is a piece of text such as ``" the"``, ``"\\n\\n"`` or ``"("``. Printed plainly, a
 leading space vanishes and a newline breaks the table; printed with ``repr`` the reader meets quotes and
-backslashes. Here a space is drawn as ``·``, a newline as ``↵``, a tab as ``→``; every other character stays as
+backslashes. Here a space is drawn as ``·``, a newline as ``↵``, a tab as ``⇥``; every other character stays as
 it is; the bytes of a character split between tokens are shown as ``⟨e2⟩``. Skip-trigrams read as in the paper:
 ``source … destination → output``.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 
-SPACE, NEWLINE, TAB, EMPTY = "·", "↵", "→", "∅"
+SPACE, NEWLINE, TAB, EMPTY = "·", "↵", "⇥", "∅"  # ⇥, not →: skip-trigrams use → for "predicts"
 _MARKS = str.maketrans({" ": SPACE, "\n": NEWLINE, "\t": TAB, "\r": "␍",  # other control characters: ⟨1f⟩
                         **{chr(c): f"⟨{c:02x}⟩" for c in (*range(32), 127) if chr(c) not in " \n\t\r"}})
 
