@@ -120,3 +120,11 @@ def test_ui_script_runs_hover_and_pin_under_a_fake_dom():
     assert out["hover"][0] == out["hover"][4] == "rgba(214, 39, 40, 0.500)"
     assert out["hover"][1] == out["hover"][6] == ""
     assert out["pinned"] == out["hover"] and "pinned" in out["info"]
+
+
+def test_the_viewer_opens_on_the_head_asked_for_and_refuses_one_the_model_lacks():
+    pats = random_patterns(2, 3, 10)
+    assert extract_data(attention_html(tokens(10), pats, start=(1, 2)))["start"] == [1, 2]
+    assert "start" not in extract_data(attention_html(tokens(10), pats))
+    with pytest.raises(ValueError, match="not a head"):
+        attention_html(tokens(10), pats, start=(2, 0))

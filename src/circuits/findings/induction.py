@@ -201,8 +201,10 @@ def findings_rows(book: Book) -> list[dict]:
     bumped = b is not None and (b["excess"] > BUMP_TOLERANCE or b["rise"] > 0)
     rows.append({"claim": "A small bump in the loss curve at the phase change",
                  "paper": "visible in small models' loss curves",
-                 "ours": (f"largest excess over the trend {b['excess']:+.4f} nats, largest rise {b['rise']:+.4f}; "
-                          f"loss falls {p['fall_per_doubling']['during']:.3f} nats per doubling of tokens across the "
+                 "ours": (f"largest excess over the trend {b['excess']:+.4f} nats; "
+                          + ("the loss never rises between evaluations; " if b["rise"] <= 0 else
+                             f"the loss rises by up to {b['rise']:.4f} nats between evaluations; ")
+                          + f"it falls {p['fall_per_doubling']['during']:.3f} nats per doubling of tokens across the "
                           f"window, {p['fall_per_doubling']['before']:.3f} before") if b else
                          "no phase change to look at" if not w else "too few evaluations around the window",
                  "verdict": _verdict(bumped, False),

@@ -70,6 +70,7 @@ _JS_UI = r"""
   function opt(sel, n) { for (var j = 0; j < n; j++) { var o = document.createElement("option");
     o.value = j; o.textContent = j; sel.appendChild(o); } }
   opt(layer, D.n_layers); opt(head, D.n_heads);
+  if (D.start) { layer.value = D.start[0]; head.value = D.start[1]; }
   if (!D.values) { vw.disabled = true; vw.parentNode.style.opacity = 0.4; }
   D.tokens.forEach(function (tok, t) {
     var sp = document.createElement("span");
@@ -104,7 +105,7 @@ _JS_UI = r"""
 
 _TEMPLATE = """<div id="%(id)s" class="circuits-attention-view">
 <style>
-#%(id)s {font-family: sans-serif; font-size: 14px; line-height: 1.9; margin: 0.5em 0;}
+#%(id)s {font-family: sans-serif; font-size: 14px; line-height: 1.9; margin: 0.5em 0; text-align: left;}
 #%(id)s .av-controls {margin-bottom: 0.4em;} #%(id)s .av-controls label {margin-right: 1em;}
 #%(id)s .av-info {color: #555; font-size: 12px;}
 #%(id)s .av-text {font-family: monospace; max-height: 32em; overflow-y: auto; border: 1px solid #ddd; padding: 0.4em;}
@@ -122,14 +123,21 @@ _TEMPLATE = """<div id="%(id)s" class="circuits-attention-view">
 </div>"""
 
 
-def attention_html(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None) -> str:
+def attention_html(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None,
+                   start: tuple[int, int] | None = None) -> str:
     """A self-contained HTML+JS attention viewer (see the module doc).
 
     tokens_str: the text as one string per token [pos]; patterns [layer, head, dst, src] (causal,
-    rows summing to 1); values_norm [layer, head, src] (``value_norms``) enables value weighting.
+    rows summing to 1); values_norm [layer, head, src] (``value_norms``) enables value weighting; ``start``:
+    the (layer, head) shown first (the one the text asks the reader to try).
     """
-    return render(_TEMPLATE, "circuits-attn", encode_data(tokens_str, patterns, values_norm), JS_CORE, _JS_UI,
-                  html.escape("".join(tokens_str)))
+    data = encode_data(tokens_str, patterns, values_norm)
+    if start is not None:
+        if not (0 <= start[0] < data["n_layers"] and 0 <= start[1] < data["n_heads"]):
+            raise ValueError(f"start head {start} is not a head of a {data['n_layers']}-layer model with "
+                             f"{data['n_heads']} heads per layer")
+        data["start"] = [int(start[0]), int(start[1])]
+    return render(_TEMPLATE, "circuits-attn", data, JS_CORE, _JS_UI, html.escape("".join(tokens_str)))
 
 
 def display_attention(tokens_str: list[str], patterns: np.ndarray, values_norm: np.ndarray | None = None):

@@ -229,10 +229,10 @@ def pattern_and_loss(pattern, losses: Mapping[str, Sequence[float]], boundary: i
     running down; right: per-token losses of one or more models (one line each), loss[t] being the loss of
     predicting the token at position t + 1, drawn at x = t + 1 (``hover``: a label per loss). ``boundary`` (a
     position of the sequence) draws dotted lines just before it on both: e.g. where a repeat begins."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[pattern_title, loss_title], horizontal_spacing=0.17)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[pattern_title, loss_title], horizontal_spacing=0.25)
     z = [[round(float(v), 3) for v in row] for row in pattern]
     fig.add_heatmap(z=z, colorscale="Blues", zmin=0, zmax=1,
-                    colorbar=dict(title="attention", x=0.43, len=0.85, thickness=12),
+                    colorbar=dict(title="attention", x=0.39, len=0.85, thickness=12),  # clear of the right y title
                     hovertemplate="destination %{y}<br>source %{x}<br>attention %{z:.2f}<extra></extra>", row=1, col=1)
     fig.update_xaxes(title_text="source position", row=1, col=1, constrain="domain")
     fig.update_yaxes(title_text="destination position", autorange="reversed", row=1, col=1, scaleanchor="x",

@@ -72,11 +72,11 @@ def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, 
     ``ylabel``, ``lines`` and optionally ``hline`` (a dotted reference level). Each line is a dict with ``x``,
     ``y`` and ``name``, and optionally ``color``, ``width``, ``dash``, ``legend`` (False: no legend entry),
     ``group`` (lines of one group toggle together) and ``marker`` (a plotly symbol: points, not a line).
-    ``window`` = (x0, x1) shades the same span of training in
-    every panel (e.g. the phase change), labelled ``window_label`` in the first."""
+    ``window`` = (x0, x1) shades the same span of training in every panel (e.g. the phase change), labelled
+    ``window_label`` in the first; the panels share one x range."""
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p["title"] for p in panels],
-                        horizontal_spacing=0.1, vertical_spacing=0.16 if rows > 1 else 0.1)
+                        horizontal_spacing=0.15, vertical_spacing=0.16 if rows > 1 else 0.1)
     for i, panel in enumerate(panels):
         r, c = i // cols + 1, i % cols + 1
         for line in panel["lines"]:
@@ -92,6 +92,7 @@ def training_panels(panels: Sequence[Mapping], title: str, window: tuple[float, 
         shade_span(fig, window, window_label if i == 0 else "", log_x=log_x, row=r, col=c)
         fig.update_xaxes(type="log" if log_x else "linear", title_text="training tokens", row=r, col=c)
         fig.update_yaxes(title_text=panel.get("ylabel", ""), row=r, col=c)
+    fig.update_xaxes(matches="x")  # one span of training in every panel, so the shaded windows line up
     fig.update_layout(title=title, **{**LAYOUT, "height": 330 * rows + 90,
                                       "margin": dict(l=60, r=20, t=90, b=50)})
     return fig
