@@ -35,6 +35,11 @@ def test_results_and_rows_on_a_tiny_model(tiny_book):
     assert np.all((np.asarray(r["ov_top1"]) >= 0) & (np.asarray(r["ov_top1"]) <= np.asarray(r["ov_top5"])))
     assert r["focus_ablated_mean"] == pytest.approx(r["focus_ablated_mean"])  # a number, not nan
     assert np.asarray(r["q_tv_zero"]).shape == (H,)
+    assert 0 <= r["outlier"] < H and np.all((np.asarray(r["peak"]) > 0) & (np.asarray(r["peak"]) <= 1 + 1e-6))
+    top = [tuple(p) for p in r["virtual_top"]]
+    assert len(top) == len(r["virtual_top_all"]) == min(two_layer.N_VIRTUAL_SHOWN, H * H)
+    if (r["focus"], r["v_partner"]) in top:  # the same removal on the same windows gives the same cost
+        assert r["virtual_top_all"][top.index((r["focus"], r["v_partner"]))] == pytest.approx(r["v_effect"])
     rows = two_layer.findings_rows(tiny_book)
     assert len(rows) == 11
     for row in rows:

@@ -7,9 +7,9 @@ Heads are picked by measurement, never by index: previous-token and induction he
 erratum's heads over the last several tokens by ``analysis.induction.several_token_heads``, the head the chapter
 examines for its large single-head term (``focus``) as the layer-0 head whose term costs most to remove.
 
-The focus head's measurements are in ``findings.two_layer_focus``; the numbers derived from the results that
-the chapter and the rows share (composition and ablation summaries, the (+, +) corner) in
-``findings.two_layer_summaries``.
+The measurements of the focus head and of the layer-1 head furthest from the (+, +) corner (``outlier``) are in
+``findings.two_layer_focus``; the numbers derived from the results that the chapter and the rows share
+(composition and ablation summaries, the (+, +) corner) in ``findings.two_layer_summaries``.
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ from circuits.analysis.induction import (RECENT_TOKENS, SPREAD_SHARE, induction_
                                          offset_profile, recent_mass, several_token_heads)
 from circuits.analysis.scan.tables import copying_rates
 from circuits.analysis.skip_trigrams import frequent_token_ids, restrict
-from circuits.analysis.term_importance import single_head_effects, term_importance, virtual_head_effects
+from circuits.analysis.term_importance import (single_head_effects, term_effect, term_importance,
+                                               virtual_head_effects, virtual_head_terms)
 from circuits.metrics.heads import INDUCTION_THRESHOLD, head_name, induction_heads, previous_token_heads
 from circuits.metrics.losses import per_token_loss
 from circuits.metrics.olsson import prefix_matching_scores, previous_token_scores
 
 from .context import Book
-from .two_layer_focus import focus_head
+from .two_layer_focus import focus_head, outlier_head
 from .two_layer_summaries import ablation_summary, composition_summary, corner_heads, layer_means, partner_heads
 
 N_WINDOWS = 16  # validation windows (n_ctx + 1 tokens each) for every measurement on text; with 8, sampling moved
 # the single-head and direct-path effects of the cpu model by 0.2 nats
 N_VIRTUAL_WINDOWS = 2  # of them, for the per-virtual-head removals (n_heads² unembeddings of every position)
+N_VIRTUAL_SHOWN = 5  # the virtual heads that cost most on those windows, measured again on all N_WINDOWS
 # the paper's term importance (video, approximate): marginal effect of each order of terms, nats
 PAPER_TERMS = {"direct path": 1.8, "single heads": 5.2, "virtual heads": 0.3}
 PAPER_SHARES = {k: v / sum(PAPER_TERMS.values()) for k, v in PAPER_TERMS.items()}  # of its uniform-to-model gap
@@ -93,6 +95,10 @@ def _compute(book: Book) -> dict:
     ti = term_importance(model, windows, cache)
     single = single_head_effects(model, windows, cache)  # [layer, head]
     virtual = virtual_head_effects(model, windows[::N_WINDOWS // N_VIRTUAL_WINDOWS])  # [h1, h2] each, spread windows
+    costliest = np.argsort(-virtual["loss"].numpy(), axis=None, kind="stable")[:N_VIRTUAL_SHOWN]
+    virtual_top = [[int(i) for i in np.unravel_index(k, virtual["loss"].shape)] for k in costliest]  # [(h1, h2)]
+    virtual_top_all = [term_effect(model, windows, virtual_head_terms(model, text, cache, 0, 1, head1=a)[b], cache)
+                       for a, b in virtual_top]  # the same removals on all windows
 
     # ARENA's test of copying: how often a token is its own top output in each layer-1 head's full OV circuit
     allowed = ov_tokens(book)
@@ -100,8 +106,10 @@ def _compute(book: Book) -> dict:
     per_window = per_token_loss(model, windows).mean(1)  # [window]: each window's mean loss
     focus = focus_head(model, windows, cache, float(per_window.mean()), single[0].numpy(), comp["Q"],
                        virtual["loss"].numpy(), allowed, book.counts)
+    outlier = outlier_head(cache, text, positivity["qk"].numpy(), positivity["ov"].numpy())
     return {"n_heads": cfg.n_heads, "d_head": cfg.d_head, "windows": N_WINDOWS, "virtual_windows": N_VIRTUAL_WINDOWS,
-            "ov_top1": top1.numpy(), "ov_top5": top5.numpy(), "ov_tokens": len(allowed), **focus,
+            "ov_top1": top1.numpy(), "ov_top5": top5.numpy(), "ov_tokens": len(allowed), **focus, **outlier,
+            "virtual_top": virtual_top, "virtual_top_all": virtual_top_all,
             "window_se": float(per_window.std() / len(per_window) ** 0.5),
             "tokens": int(text.numel()), "prev_scores": prev_scores.numpy(), "prefix": prefix.numpy(),
             "previous": previous, "prev_head": prev_head, "induction": induction, "max_offset": max_offset,

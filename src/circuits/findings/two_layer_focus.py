@@ -1,7 +1,8 @@
 """The two-layer chapter's focus head (paper "Two-Layer Attention-Only Transformers", "Term Importance Analysis"):
-the layer-0 head whose single-head term costs most to remove, measured from every side. ``findings.two_layer``
-calls ``focus_head`` once per build and keeps its numbers (``focus``, ``const_share``, ``focus_*``, ``q_*``,
-``v_*``) in its results.
+the layer-0 head whose single-head term costs most to remove, measured from every side; and the layer-1 head
+furthest from the induction heads' (+, +) corner, measured on text. ``findings.two_layer`` calls ``focus_head`` and
+``outlier_head`` once per build and keeps their numbers (``focus``, ``const_share``, ``focus_*``, ``q_*``, ``v_*``;
+``outlier``, ``outlier_*``, ``peak``) in its results.
 """
 
 from __future__ import annotations
@@ -16,6 +17,34 @@ from circuits.analysis.term_importance import constant_share, term_effect, virtu
 from circuits.metrics.losses import loss_fn, per_token_loss
 
 N_FAVOURED = 4  # source tokens listed as the ones a head favours
+N_SOURCES = 3  # source tokens listed as the ones the outlier's strongest attention lands on most
+
+
+def mean_distance(pattern: torch.Tensor) -> float:
+    """How far back a pattern [batch, dst, src] looks, in tokens: the attention-weighted distance, averaged over
+    destinations."""
+    n = pattern.shape[-1]
+    dist = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp_min(0).to(pattern.dtype)
+    return float((pattern * dist).sum(-1).mean())
+
+
+@torch.no_grad()
+def outlier_head(cache, text, qk, ov) -> dict:
+    """The layer-1 head furthest from the (+, +) corner, ``outlier`` (smallest sum of its QK and OV
+    eigen-positivity, ``qk`` and ``ov`` [head]), measured on ``text`` [batch, pos]. ``peak`` [head]: how sharp each
+    layer-1 head's attention is, the largest weight of a row averaged over destinations after the first;
+    ``outlier_first``: the outlier's mean attention to the first position (same destinations); ``outlier_dist``:
+    how far back it looks; ``outlier_sources``: the tokens its largest weight lands on most often, and
+    ``outlier_source_share`` the share of rows whose largest weight is on one of them."""
+    p1 = cache["blocks.1.attn.hook_pattern"]  # [b, H, dst, src]
+    o = int(np.argmin(np.asarray(qk) + np.asarray(ov)))
+    top = p1[:, o, 1:].argmax(-1)  # [b, dst - 1]: each row's strongest source
+    tokens = torch.gather(text, 1, top).flatten()
+    sources = torch.bincount(tokens, minlength=1).argsort(descending=True)[:N_SOURCES]
+    return {"outlier": o, "peak": p1[:, :, 1:].max(-1).values.mean(dim=(0, 2)).numpy(),
+            "outlier_first": float(p1[:, o, 1:, 0].mean()), "outlier_dist": mean_distance(p1[:, o]),
+            "outlier_sources": [int(t) for t in sources],
+            "outlier_source_share": float(torch.isin(tokens, sources).float().mean())}
 
 
 @torch.no_grad()
@@ -46,9 +75,7 @@ def focus_head(model, windows, cache, base, single0, comp_q, virtual_loss, allow
     ratio, count = source_preference(p0[:, f], text, model.cfg.d_vocab)
     seen = torch.nonzero(count >= max(5, text.numel() // 400)).flatten()  # tokens seen often in the windows
     favoured = seen[ratio[seen].argsort(descending=True)[:N_FAVOURED]]
-    n = text.shape[1]
-    dist = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp_min(0).to(p0.dtype)
-    mean_dist = float((p0[:, f] * dist).sum(-1).mean())
+    mean_dist = mean_distance(p0[:, f])
 
     # Q-composition on text: layer 1's queries without the head's output (zeros) or with its mean in its place
     q_partner = int(np.argmax(np.asarray(comp_q)[f]))
