@@ -121,7 +121,13 @@ def test_results_and_findings_on_a_stand_in_book(book):
     assert np.all((0 <= np.asarray(r["top1"])) & (np.asarray(r["top1"]) <= np.asarray(r["top5"])))
     assert set(r["copying"]) == {h for h in range(H) if r["positivity"][h] > 0.5}
     assert np.asarray(r["attn_uniform"]).shape == (H,)
-    assert np.asarray(r["score_spread"]).shape == (4, H) and np.asarray(r["pos_pattern"]).shape[0] == 2
+    shown = r["pos_heads_shown"]  # the two most local heads, then those the position·position term leads
+    assert np.asarray(r["score_spread"]).shape == (4, H) and np.asarray(r["pos_pattern"]).shape[0] == len(shown)
+    assert set(shown[2:]) == set(r["pp_largest"]) - set(shown[:2]) and len(set(shown)) == len(shown)
+    assert set(r["pp_largest"]) == {h for h in range(H) if np.argmax(np.asarray(r["score_spread"])[:, h]) == 3}
+    np.testing.assert_allclose(r["prev_token"], r["attn_previous"], atol=1e-6)  # the same mean A[t, t-1]
+    assert np.all(np.asarray(r["attn_recent"]) <= 1 + 1e-6) and 0 < r["uniform_recent"] < 1
+    assert all(b["kind"] in ("inside a word", "whole words", "symbols", "mixed") for b in r["bugs"])
     assert np.asarray(r["dump_ov_out"]).shape == (H, len(r["browser_tokens"]), 5)
     json.dumps({k: v for k, v in r.items() if not isinstance(v, np.ndarray)})  # the cache stores it as JSON
 

@@ -2,7 +2,7 @@
 (``findings.one_layer_skip_trigrams``); the rows themselves are checked on a stand-in book in
 ``test_one_layer``."""
 
-from circuits.findings.one_layer_skip_trigrams import MIN_EFFECT, raised, top_rank, verdict
+from circuits.findings.one_layer_skip_trigrams import MIN_EFFECT, bug_kind, raised, top_rank, verdict
 
 
 def test_rules():
@@ -15,3 +15,11 @@ def test_rules():
     assert not raised(0.3, 0.2) and not raised(-0.5, 0.01)  # noisy; lowered
     assert not raised(0.3, float("nan"))
     assert top_rank(100) == 5 and top_rank(4000) == 40
+
+
+def test_bug_kind():
+    text = {1: "ve", 2: "y", 3: " mind", 4: " bay", 5: " │", 6: "│", 7: " in"}
+    kind = lambda o1, o2: bug_kind(text.get, o1, o2)
+    assert kind(1, 2) == "inside a word"  # ·tw … el → ve and ·tw … ent → y: ·twelve, ·twenty
+    assert kind(3, 4) == "whole words"  # keep … in → mind and keep … at → bay
+    assert kind(5, 6) == "symbols" and kind(1, 3) == "mixed"

@@ -9,6 +9,8 @@ import torch
 from .circuits import position_scores
 from circuits.model.transformer import AttnOnlyTransformer
 
+RECENT = 8  # the "recent window" of a recency profile: the token itself and the 7 before it
+
 
 def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension with sources after the destination masked, [..., dst, src]."""
@@ -26,8 +28,11 @@ def attention_summary(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: i
     position·position score term alone gives (``position_scores``), i.e. 1 when position alone decides
     where the head looks; ``uniform agreement``: the same agreement for uniform causal attention (1/(t+1) on
     every source), which knows nothing of positions: the baseline the positional agreement must beat to say
-    anything (a head that spreads its attention agrees with any flat pattern). Means over the batch and
-    destinations t ≥ 1 (t = 0 can only attend to itself).
+    anything (a head that spreads its attention agrees with any flat pattern); ``distance``: mean
+    Σ_s A[t, s] (t − s), how many tokens back the head looks on average; ``recent``: mean attention on the
+    last ``RECENT`` tokens (s > t − RECENT, the token itself included); ``uniform distance`` and ``uniform
+    recent``: the same two for uniform causal attention (scalars). Means over the batch and destinations t ≥ 1
+    (t = 0 can only attend to itself).
     """
     _, cache = model.run_with_cache(tokens)
     A = cache[f"blocks.{layer}.attn.hook_pattern"][..., 1:, :]  # [b, H, n-1 (dst >= 1), n]
@@ -39,6 +44,10 @@ def attention_summary(model: AttnOnlyTransformer, tokens: torch.Tensor, layer: i
     tv = 0.5 * (A - pos).abs().sum(-1)
     uniform = causal_softmax(torch.zeros(n, n))[1:]  # [n-1, n]
     tv_uniform = 0.5 * (A - uniform).abs().sum(-1)
+    back = (torch.arange(n)[:, None] - torch.arange(n)).clamp_min(0)[1:].float()  # t − s, [n-1, n]
+    near = (back < RECENT).float()  # s > t − RECENT (sources after t are masked out of A)
     mean = lambda x: x.mean(dim=(0, 2))
     return {"self": mean(self_att), "previous": mean(prev), "entropy": mean(entropy),
-            "positional agreement": 1 - mean(tv), "uniform agreement": 1 - mean(tv_uniform)}
+            "positional agreement": 1 - mean(tv), "uniform agreement": 1 - mean(tv_uniform),
+            "distance": mean((A * back).sum(-1)), "recent": mean((A * near).sum(-1)),
+            "uniform distance": (uniform * back).sum(-1).mean(), "uniform recent": (uniform * near).sum(-1).mean()}

@@ -73,6 +73,19 @@ def raised(change: float, se: float) -> bool:
     return bool(change >= MIN_EFFECT and change > MIN_Z * se)
 
 
+def bug_kind(decode, o1: int, o2: int) -> str:
+    """What a bug candidate is made of, read from its two intended outputs: "inside a word" when both begin
+    with a letter, so that each continues the word its destination began (``·tw … el → ve`` spells ·twelve);
+    "whole words" when both are a space and letters, a phrase like the paper's ``keep … in → mind``;
+    "symbols" when neither holds a letter; "mixed" otherwise."""
+    a, b = decode(o1), decode(o2)
+    if a[:1].isalpha() and b[:1].isalpha():
+        return "inside a word"
+    if all(t[:1] == " " and t[1:].isalpha() for t in (a, b)):
+        return "whole words"
+    return "symbols" if not any(c.isalpha() for c in a + b) else "mixed"
+
+
 def verdict(supported: bool, model_raises: bool) -> str:
     return {(True, True): "reproduced", (False, False): "not reproduced"}.get((supported, model_raises), "partly")
 
@@ -204,7 +217,8 @@ def bug_search(book, model, ov_c, pref, allowed, controls, sources, train: np.nd
         rows.append({**{k: int(c[k]) for k in ("head", "source", "d1", "o1", "d2", "o2")},
                      "corpus crossed": float(c["P(o2|s…d1)"]), "corpus intended": float(c["P(o2|s…d2)"]),
                      "n s…d1": int(c["n s…d1"]), "n crossed": int(c["n s…d1→o2"]),
-                     "intended": intended, "bug": bug, "raised": bug["raised"]})
+                     "intended": intended, "bug": bug, "raised": bug["raised"],
+                     "kind": bug_kind(book.decode, int(c["o1"]), int(c["o2"]))})
     return rows
 
 
