@@ -38,3 +38,12 @@ def test_search_keeps_matching_rows():
     script = JS_CORE + f"console.log(JSON.stringify([ctMatch({json.dumps(data)}, 'the'), ctMatch({json.dumps(data)}, '')]));"
     out = json.loads(subprocess.run([NODE, "-e", script], capture_output=True, text=True, check=True).stdout)
     assert out == [[0, 2], [0, 1, 2]]
+
+
+def test_column_widths_reach_the_header_and_unknown_columns_are_an_error():
+    frame = pd.DataFrame({"claim": ["a"], "ours": ["b"]})
+    html = table_html(frame, widths={"ours": "36%"})
+    assert '<th class="text" style="width: 36%">ours</th>' in html  # the static table (no JavaScript)
+    assert extract_data(html)["widths"] == ["", "36%"]
+    with pytest.raises(ValueError, match="lacks"):
+        table_html(frame, widths={"mine": "10%"})

@@ -20,6 +20,7 @@ from .context import Book
 CHAPTERS = (framework, models, zero_layer, one_layer, two_layer, induction)  # the order of the book
 VERDICTS = ("reproduced", "partly", "not reproduced")
 FIELDS = ("claim", "paper", "ours", "verdict", "rule", "section")
+WIDTHS = {"claim": "20%", "paper": "20%", "ours": "36%", "verdict": "24%"}  # "ours" holds the longest texts
 
 
 def check_row(row: dict) -> dict:

@@ -69,7 +69,8 @@ _JS_UI = r"""
     var n = Math.max(1, Math.ceil(rows.length / D.page));
     page = Math.min(Math.max(page, 0), n - 1);
     var out = "<table><thead><tr>";
-    D.columns.forEach(function (c, j) { out += '<th class="' + D.kinds[j] + '">' + esc(c) + "</th>"; });
+    D.columns.forEach(function (c, j) { out += '<th class="' + D.kinds[j] + '"' +
+      (D.widths[j] ? ' style="width: ' + esc(D.widths[j]) + '"' : "") + ">" + esc(c) + "</th>"; });
     out += "</tr></thead><tbody>";
     rows.slice(page * D.page, (page + 1) * D.page).forEach(function (i) {
       out += "<tr>";
@@ -96,22 +97,28 @@ def _numeric(column) -> bool:
     return is_numeric_dtype(column) or all(_NUMBER.match(str(v).strip()) for v in column)
 
 
-def _plain(columns: list[str], kinds: list[str], rows: list[list[str]]) -> str:
+def _plain(columns: list[str], kinds: list[str], rows: list[list[str]], widths: list[str]) -> str:
     """The table as static HTML (the first page when it is paged): what shows without JavaScript."""
-    head = "".join(f'<th class="{k}">{html_lib.escape(c)}</th>' for c, k in zip(columns, kinds))
+    head = "".join(f'<th class="{k}"{_width(w)}>{html_lib.escape(c)}</th>' for c, k, w in zip(columns, kinds, widths))
     body = "".join("<tr>" + "".join(f'<td class="{k}">{v if k == "html" else html_lib.escape(v)}</td>'
                                     for v, k in zip(row, kinds)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _width(width: str) -> str:
+    return f' style="width: {html_lib.escape(width)}"' if width else ""
+
+
 def table_html(frame, page_size: int = 15, text_columns: tuple[str, ...] = (), index: bool = False,
-               html_columns: tuple[str, ...] = (), full_width: bool = False) -> str:
+               html_columns: tuple[str, ...] = (), full_width: bool = False,
+               widths: dict[str, str] | None = None) -> str:
     """``frame`` as a scrolling table; paged with a search box when it has more than ``page_size`` rows.
 
     Cells are shown as ``str(value)``: format them first. Columns in ``text_columns`` (and any column of
     non-numbers) are left-aligned and may wrap; numeric columns are right-aligned and never wrap. Cells of
     ``html_columns`` are HTML the caller made (links), inserted as they are. ``full_width``: the table spans the
-    page's width (long texts in several columns), else it is as wide as its content.
+    page's width (long texts in several columns), else it is as wide as its content. ``widths``: CSS widths of
+    some columns (e.g. ``{"ours": "35%"}``), so a long column gets the room its text needs.
     """
     if index:
         frame = frame.reset_index()
@@ -119,6 +126,11 @@ def table_html(frame, page_size: int = 15, text_columns: tuple[str, ...] = (), i
     kinds = ["html" if c in html_columns else "num" if _numeric(frame[c]) and c not in text_columns
              else "text" for c in frame.columns]
     rows = [[str(v) for v in row] for row in frame.itertuples(index=False)]
-    data = {"columns": columns, "kinds": kinds, "rows": rows, "page": page_size}
-    snippet = render(TEMPLATE, "circuits-table", data, JS_CORE, _JS_UI, _plain(columns, kinds, rows[:page_size]))
+    unknown = set(widths or {}) - set(columns)
+    if unknown:
+        raise ValueError(f"widths name columns the table lacks: {sorted(unknown)} (columns: {columns})")
+    width_list = [(widths or {}).get(c, "") for c in columns]
+    data = {"columns": columns, "kinds": kinds, "rows": rows, "page": page_size, "widths": width_list}
+    snippet = render(TEMPLATE, "circuits-table", data, JS_CORE, _JS_UI,
+                     _plain(columns, kinds, rows[:page_size], width_list))
     return snippet.replace('class="circuits-table"', 'class="circuits-table full"', 1) if full_width else snippet
