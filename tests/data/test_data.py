@@ -179,3 +179,10 @@ def test_sample_batch_is_deterministic():
     first = list(iter_eval_batches(tokens, 4, 16, 3))
     assert len(first) == 3 and all(x.shape == (4, 17) for x in first)
     assert all(torch.equal(x, y) for x, y in zip(first, iter_eval_batches(tokens, 4, 16, 3)))
+
+
+def test_role_markup_counts_restructuredtext_names_after_common_words():
+    from circuits.data.stats import role_markup
+
+    texts = ["Use the :class:`Foo` and a :func:`bar`.", "the :: operator", "see the:class:`x`", "an :mod:`os`"]
+    assert role_markup(texts) == 3

@@ -131,13 +131,3 @@ def test_zero_layer_findings_on_a_stand_in_book(tiny_cfg):
         check_row(row)
         assert row["section"].startswith("03_zero_layer#") and row["section"].split("#")[1] in labels
         assert "_U" not in row["claim"]  # words, not TeX
-
-
-def test_role_markup_counts_restructuredtext_names_after_common_words(monkeypatch):
-    from types import SimpleNamespace
-
-    from circuits.findings import zero_layer as zl
-    texts = ["Use the :class:`Foo` and a :func:`bar`.", "the :: operator", "see the:class:`x`", "an :mod:`os`"]
-    monkeypatch.setattr(zl, "load_corpus", lambda name: {"train": {"text": texts}})
-    book = SimpleNamespace(preset=SimpleNamespace(data=SimpleNamespace(corpus="embedded")))
-    assert zl.role_markup(book) == 3

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from circuits.data.corpus import EMBEDDED_PATH, load_corpus
-from circuits.data.stats import code_fraction, document_lengths, source_table
+from circuits.data.stats import code_fraction, document_lengths, role_markup, source_table
 from circuits.metrics.losses import per_token_loss
 from circuits.metrics.olsson import ICL_BAND, ICL_WINDOWS, icl_positions, in_context_learning_score
 from circuits.train.log import eval_rows
@@ -62,6 +62,7 @@ def corpus_summary(book: Book) -> dict:
                 "code_fraction": code_fraction(table), "documents": sum(r["documents"] for r in table),
                 "validation_documents": len(corpus["validation"]),
                 "bytes": sum(r["bytes"] for r in table), "doc_lengths": document_lengths(corpus["train"]),
+                "role_markup": role_markup(corpus["train"]["text"]),
                 "tokens": {s: int(len(book.tokens[s])) for s in ("train", "validation")},
                 "bytes_per_token": {s: split_bytes[s] / len(book.tokens[s]) for s in ("train", "validation")}}
     return book.cache("corpus", (), compute)

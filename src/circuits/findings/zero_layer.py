@@ -15,7 +15,6 @@ The paper's claim has two parts, and each gets its own findings row and rule:
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import torch
@@ -24,8 +23,6 @@ from circuits.analysis.bigrams import (counted_top_next, frequent_pairs, model_b
                                        model_pair_logprobs, rank_correlation, smoothed_pair_logprobs)
 from circuits.analysis.skip_trigram_bugs import BigramCounts
 from circuits.metrics.olsson import ICL_WINDOWS
-
-from circuits.data.corpus import load_corpus
 
 from .framework import EXACT
 from .models import validation_losses
@@ -181,12 +178,3 @@ def findings_rows(book) -> list[dict]:
                  "reproduced"),
         "section": "03_zero_layer#zero-layer-bigrams",
     }]
-
-
-ROLE = re.compile(r"\b(?:the|a|an|and) :[a-z]+:`")  # reStructuredText markup: "the :class:`Foo`"
-
-
-def role_markup(book) -> int:
-    """How often the training text writes a name in reStructuredText markup after a common word ("the
-    :class:`Foo`", as the Python documentation's sources do): where the bigram ``·the → ·:`` comes from."""
-    return sum(len(ROLE.findall(text)) for text in load_corpus(book.preset.data.corpus)["train"]["text"])
