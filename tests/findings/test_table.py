@@ -30,3 +30,10 @@ def test_a_malformed_row_is_an_error(change):
 def test_verdict_counts_name_every_verdict():
     assert verdict_counts([ROW, {**ROW, "verdict": "reproduced"}]) == {"reproduced": 1, "partly": 1,
                                                                        "not reproduced": 0}
+
+
+def test_a_rule_of_two_conditions_maps_to_the_three_verdicts():
+    from circuits.findings.verdicts import verdict
+
+    assert [verdict(True, False), verdict(True, True), verdict(False, True), verdict(False, False), verdict(False)] \
+        == ["reproduced", "reproduced", "partly", "not reproduced", "not reproduced"]

@@ -27,6 +27,8 @@ from circuits.analysis.qk_paths import (COMPOSITION_GROUPS, TOKEN, bilinear_row_
 from circuits.metrics.heads import induction_heads, previous_token_heads
 from circuits.metrics.olsson import prefix_matching_scores, previous_token_scores
 
+from .verdicts import verdict
+
 N_WINDOWS = 2  # validation windows every check runs on
 EXACT = 1e-4  # the verdict's rule: an identity holds when max |difference| / max |value| is below this
 ROTATION_SEED = 0
@@ -221,10 +223,6 @@ def qk_exact(r: dict) -> bool:
     return all(exact(d, s) for d, s in zip(r["qk_head_diff"], r["qk_head_scale"]))
 
 
-def _verdict(ok: bool) -> str:
-    return "reproduced" if ok else "not reproduced"
-
-
 def findings_rows(book) -> list[dict]:
     r = results(book)
     rot, add, virt, paths = r["rotation"], r["additivity"], r["virtual"], r["paths"]
@@ -238,7 +236,7 @@ def findings_rows(book) -> list[dict]:
          "ours": (f"random rotation: largest logit change {ratio(rot['logit_diff'], rot['logit_scale'])}; "
                   f"with a ReLU on every coordinate before the unembedding the same rotation changes the logits by "
                   f"{rot['relu_diff']:.2f}"),
-         "verdict": _verdict(exact(rot["logit_diff"], rot["logit_scale"])
+         "verdict": verdict(exact(rot["logit_diff"], rot["logit_scale"])
                              and not exact(rot["relu_diff"], rot["logit_scale"])),
          "rule": (f"reproduced if a random rotation changes the logits by less than {EXACT:.0e} of their size while, "
                   "with a per-coordinate ReLU inserted, it changes them by more; otherwise not reproduced"),
@@ -249,7 +247,7 @@ def findings_rows(book) -> list[dict]:
          "ours": (f"concatenated heads times one output matrix against the sum of per-head writes "
                   f"{ratio(add['concat_vs_sum'], add['scale'])}; stream before plus that sum against the stream "
                   f"after {add['residual']:.1e}"),
-         "verdict": _verdict(exact(max(add["concat_vs_sum"], add["sum_vs_layer"], add["residual"]), add["scale"])),
+         "verdict": verdict(exact(max(add["concat_vs_sum"], add["sum_vs_layer"], add["residual"]), add["scale"])),
          "rule": f"reproduced if, in both layers, both forms and the residual update {within}; otherwise not "
                  "reproduced",
          "section": "01_framework#framework-heads"},
@@ -258,14 +256,14 @@ def findings_rows(book) -> list[dict]:
          "paper": "exact (section Virtual Weights and the Residual Stream as a Communication Channel)",
          "ours": ("value inputs of all layer-1 heads rebuilt from the embedding and the virtual weights: "
                   + ratio(virt["diff"], virt["scale"])),
-         "verdict": _verdict(exact(virt["diff"], virt["scale"])),
+         "verdict": verdict(exact(virt["diff"], virt["scale"])),
          "rule": f"reproduced if the rebuilt and the model's value inputs {within}; otherwise not reproduced",
          "section": "01_framework#framework-virtual-weights"},
         {"claim": "The path expansion of the logits is exact: direct path, one term per head, virtual heads",
          "paper": "exact with the patterns held fixed; the paper's models fold LayerNorm in, ours have none",
          "ours": (f"one layer {ratio(paths['one_diff'], paths['one_scale'])}; "
                   f"two layers {ratio(paths['two_diff'], paths['two_scale'])}"),
-         "verdict": _verdict(exact(paths["one_diff"], paths["one_scale"])
+         "verdict": verdict(exact(paths["one_diff"], paths["one_scale"])
                              and exact(paths["two_diff"], paths["two_scale"])),
          "rule": f"reproduced if both expansions and the model's logits {within}; otherwise not reproduced",
          "section": "01_framework#framework-path-expansion"},
@@ -275,7 +273,7 @@ def findings_rows(book) -> list[dict]:
                   f"score at worst (head 1.{worst}) " + ratio(r["qk_head_diff"][worst], r["qk_head_scale"][worst])
                   + f"; in absolute terms at worst (head 1.{worst_abs}) "
                   + ratio(r["qk_head_diff"][worst_abs], r["qk_head_scale"][worst_abs])),
-         "verdict": _verdict(qk_exact(r)),
+         "verdict": verdict(qk_exact(r)),
          "rule": (f"reproduced if, for every layer-1 head, the sum of the four groups and the head's scores agree to "
                   f"within {EXACT:.0e} of that head's largest score; otherwise not reproduced"),
          "section": "01_framework#framework-qk-expansion"},

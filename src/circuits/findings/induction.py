@@ -36,6 +36,7 @@ from .icl_knockouts import (CONTROL_KEEPS, KNOCKOUT_REMOVES, band_positions, ban
                             knockout_scores, knockout_sets, knockout_summary, knockout_variants, standard_error)
 from .models import validation_losses
 from .phase_change import ABRUPT_RATIO, DROP_SHARE, LAYERS, phase_change_summary
+from .verdicts import verdict
 
 SECTION = "06_induction#{}"
 REPEAT_LEN = 50  # random tokens, then the same tokens again (ARENA's test: 14.5 -> 4.4 nats on its 2L model)
@@ -143,10 +144,6 @@ def evaluator_summary(r: dict) -> dict:
 
 # ---- the findings table ------------------------------------------------------------------------------------
 
-def _verdict(full: bool, part: bool) -> str:
-    return "reproduced" if full else "partly" if part else "not reproduced"
-
-
 def findings_rows(book: Book) -> list[dict]:
     """The chapter's claims, each with the paper's value, ours, and a verdict by the rule in its ``rule``."""
     r, p = results(book), phase_change_summary(book)
@@ -164,7 +161,7 @@ def findings_rows(book: Book) -> list[dict]:
                           f"for every other head of both models (a head that copies nothing: "
                           f"{ev['random']:+.2f}); high relative to the other heads, low on Olsson et al.'s scale")
                          if ind else f"no induction head (best layer-1 prefix matching {prefix[1].max():.2f})",
-                 "verdict": _verdict(ev["top"], ev["above_median"]),
+                 "verdict": verdict(ev["top"], ev["above_median"]),
                  "rule": "reproduced if the model has induction heads and each has a higher copying score than "
                          "every other head of the one- and two-layer models; partly if each is above the median "
                          "head",
@@ -175,7 +172,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "paper": "≈ -0.4 nats after the phase change; 1L models: above -0.15",
                  "ours": f"2L {i2:+.3f} ± {r['icl_se_2']:.3f}, 1L {i1:+.3f} ± {r['icl_se_1']:.3f} nats "
                          f"({r['icl_windows']:,} validation windows)",
-                 "verdict": _verdict(i2 <= ICL_REACHED and i1 > PAPER_ICL_BEFORE, i2 <= i1 - ICL_GAIN),
+                 "verdict": verdict(i2 <= ICL_REACHED and i1 > PAPER_ICL_BEFORE, i2 <= i1 - ICL_GAIN),
                  "rule": f"reproduced if the 2L score is at most {ICL_REACHED} nats and the 1L score above "
                          f"{PAPER_ICL_BEFORE}; partly if the 2L score is at least {ICL_GAIN} nats below the 1L score",
                  "section": SECTION.format("induction-icl")})
@@ -188,7 +185,7 @@ def findings_rows(book: Book) -> list[dict]:
                           f"score {p['icl_before']:+.2f} → {p['icl_after']:+.2f} across it "
                           f"({p['drop_share']:.0%} of its fall to {p['icl_final'][2]:+.2f} at the end)") if w else
                          "no induction head forms in the 2L log",
-                 "verdict": _verdict(bool(w) and p["abrupt"] and p["drop_share"] >= DROP_SHARE,
+                 "verdict": verdict(bool(w) and p["abrupt"] and p["drop_share"] >= DROP_SHARE,
                                      bool(w) and (p["abrupt"] or p["drop_share"] >= DROP_SHARE)),
                  "rule": f"the phase change runs from the last evaluation where the best last-layer prefix matching "
                          f"is below half the induction threshold to the first where it reaches it; reproduced if it "
@@ -207,7 +204,7 @@ def findings_rows(book: Book) -> list[dict]:
                           + f"it falls {p['fall_per_doubling']['during']:.3f} nats per doubling of tokens across the "
                           f"window, {p['fall_per_doubling']['before']:.3f} before") if b else
                          "no phase change to look at" if not w else "too few evaluations around the window",
-                 "verdict": _verdict(bumped, False),
+                 "verdict": verdict(bumped, False),
                  "rule": f"reproduced if, during the phase change, the validation loss lies more than "
                          f"{BUMP_TOLERANCE} nats above its trend from before it (a straight line in log tokens) or "
                          f"rises between two evaluations; otherwise not",
@@ -222,7 +219,7 @@ def findings_rows(book: Book) -> list[dict]:
                          f"{k['induction']['removed']:.0%} of it; lowest-prefix-matching control "
                          f"{k['control']['removed']:.0%}, random controls at most {k['random_removed_max']:.0%} "
                          f"(the same {r['knockout_windows']:,} windows)",
-                 "verdict": _verdict(bool(ind) and k["induction"]["removed"] >= KNOCKOUT_REMOVES
+                 "verdict": verdict(bool(ind) and k["induction"]["removed"] >= KNOCKOUT_REMOVES
                                      and max(controls) <= CONTROL_KEEPS,
                                      bool(ind) and k["induction"]["removed"] > max(controls)),
                  "rule": f"reproduced if zeroing the induction heads removes at least {KNOCKOUT_REMOVES:.0%} of the "
@@ -236,7 +233,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"the ICL score moves by {k['previous']['change']:+.3f} ± {k['previous']['change_se']:.3f} "
                          f"nats, {k['previous']['removed']:.0%} of the model's {k['intact']['icl']:+.3f}; layer-0 "
                          f"control {k['control0']['removed']:.0%}",
-                 "verdict": _verdict(has_prev and k["previous"]["removed"] >= KNOCKOUT_REMOVES
+                 "verdict": verdict(has_prev and k["previous"]["removed"] >= KNOCKOUT_REMOVES
                                      and k["control0"]["removed"] <= CONTROL_KEEPS,
                                      has_prev and k["previous"]["removed"] > k["control0"]["removed"]),
                  "rule": f"reproduced if the model has a previous-token head and zeroing it removes at least "

@@ -16,9 +16,9 @@ import pandas as pd
 
 from . import framework, induction, models, one_layer, two_layer, zero_layer
 from .context import Book
+from .verdicts import VERDICTS
 
 CHAPTERS = (framework, models, zero_layer, one_layer, two_layer, induction)  # the order of the book
-VERDICTS = ("reproduced", "partly", "not reproduced")
 FIELDS = ("claim", "paper", "ours", "verdict", "rule", "section")
 WIDTHS = {"claim": "20%", "paper": "20%", "ours": "36%", "verdict": "24%"}  # "ours" holds the longest texts
 

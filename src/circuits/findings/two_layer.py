@@ -33,6 +33,7 @@ from circuits.metrics.olsson import prefix_matching_scores, previous_token_score
 from .context import Book
 from .two_layer_focus import focus_head, outlier_head
 from .two_layer_summaries import ablation_summary, composition_summary, corner_heads, layer_means, partner_heads
+from .verdicts import verdict
 
 N_WINDOWS = 16  # validation windows (n_ctx + 1 tokens each) for every measurement on text; with 8, sampling moved
 # the single-head and direct-path effects of the cpu model by 0.2 nats
@@ -131,10 +132,6 @@ def shares_close(shares: list[float]) -> bool:
 
 # ---- the findings table ------------------------------------------------------------------------------------
 
-def _verdict(full: bool, part: bool) -> str:
-    return "reproduced" if full else "partly" if part else "not reproduced"
-
-
 def findings_rows(book: Book) -> list[dict]:
     """The chapter's claims, each with the paper's value, ours, a verdict and the rule that decides it."""
     r = results(book)
@@ -152,7 +149,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"{len(c['k_prev'])} of {len(ind)} induction heads K-compose with {prev_name} "
                          f"(score ≥ {COMPOSES:g}× baseline); strongest into them: {c['main_kind']} from "
                          f"{head_name((0, c['main_h1']))}, {main_ratio:.1f}× baseline on average",
-                 "verdict": _verdict(k_all and main, bool(c["k_prev"])),
+                 "verdict": verdict(k_all and main, bool(c["k_prev"])),
                  "rule": f"Reproduced if every induction head K-composes with the previous-token head (score at "
                          f"least {COMPOSES:g}× the random baseline) and that is the strongest composition into them; "
                          f"partly if at least one does.",
@@ -169,7 +166,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"strongest pair: {kind}-composition {head_name((0, h1))} → {head_name((1, h2))}, "
                          f"{x:.1f}× baseline; pairs at ≥ {COMPOSES:g}×: K {c['pairs']['K']}, Q {c['pairs']['Q']} "
                          f"({from_focus} of them from {head_name((0, r['focus']))}), V {c['pairs']['V']}",
-                 "verdict": _verdict(strongest_k_prev and k_most and bool(c["k_prev"]), bool(c["k_prev"])),
+                 "verdict": verdict(strongest_k_prev and k_most and bool(c["k_prev"]), bool(c["k_prev"])),
                  "rule": f"Reproduced if the strongest pair of the whole figure is K-composition from the "
                          f"previous-token head and no kind has more pairs at {COMPOSES:g}× the baseline than K; partly "
                          f"if at least one induction head K-composes with the previous-token head.",
@@ -184,7 +181,7 @@ def findings_rows(book: Book) -> list[dict]:
                           f"K-composing with them: {names(1, c['k_several'])}; Q: {names(1, c['q_several'])}"
                           if several else f"no layer-0 head attends over the last {r['max_offset']} tokens "
                           f"(closest: {heads0})"),
-                 "verdict": _verdict(bool(several) and bool(ind) and len(partners) >= min(2, len(ind)),
+                 "verdict": verdict(bool(several) and bool(ind) and len(partners) >= min(2, len(ind)),
                                      bool(several) and bool(partners)),
                  "rule": f"Reproduced if a layer-0 head attends over the last several tokens (at least "
                          f"{SPREAD_SHARE:g} of its attention on the {r['max_offset']} before the present one, none of "
@@ -196,7 +193,7 @@ def findings_rows(book: Book) -> list[dict]:
     rows.append({"claim": "One layer-0 head is a previous-token head",
                  "paper": "one (ARENA's 2L: head 0.7)",
                  "ours": f"{len(r['previous'])} ({names(0, r['previous'])}); best score {float(prev.max()):.2f}",
-                 "verdict": _verdict(len(r["previous"]) == 1, len(r["previous"]) > 1),
+                 "verdict": verdict(len(r["previous"]) == 1, len(r["previous"]) > 1),
                  "rule": "Reproduced with exactly one previous-token head in layer 0; partly with more than one.",
                  "section": SECTION.format("two-layer-layer-0")})
 
@@ -204,7 +201,7 @@ def findings_rows(book: Book) -> list[dict]:
     rows.append({"claim": "Several layer-1 heads are induction heads",
                  "paper": "about 6 of 12 (video); ARENA's 1.4: prefix matching 0.68",
                  "ours": f"{len(ind)} of {n} ({names(1, ind)}); best prefix matching {best:.2f}",
-                 "verdict": _verdict(len(ind) >= n / 4, len(ind) >= 1),
+                 "verdict": verdict(len(ind) >= n / 4, len(ind) >= 1),
                  "rule": "Reproduced if at least a quarter of the layer-1 heads are induction heads (the paper: "
                          "about half); partly if at least one is.",
                  "section": SECTION.format("two-layer-induction")})
@@ -215,7 +212,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"{prev_name} ablated: mean prefix matching of {names(1, ab['heads'])} "
                          f"{np.mean(ab['intact']):.2f} → {np.mean(ab['ablated']):.2f} "
                          f"(other layer-0 heads ablated: {np.mean(ab['control']):.2f})",
-                 "verdict": _verdict(bool(ind) and all(fell),
+                 "verdict": verdict(bool(ind) and all(fell),
                                      bool(ind) and np.mean(ab["ablated"]) < 0.5 * np.mean(ab["intact"])),
                  "rule": "Reproduced if, with the previous-token head ablated, every induction head falls below half "
                          "its score and below the induction threshold; partly if their mean score halves.",
@@ -229,7 +226,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"{len(corner)} of {len(ind)} induction heads" + (
                      f" (QK {min(qk[ind]):.2f} to {max(qk[ind]):.2f}, OV {min(ov[ind]):.2f} to {max(ov[ind]):.2f})"
                      if ind else "") + f"; so do {len(others)} of the {n - len(ind)} other layer-1 heads",
-                 "verdict": _verdict(bool(ind) and len(corner) == len(ind), bool(corner)),
+                 "verdict": verdict(bool(ind) and len(corner) == len(ind), bool(corner)),
                  "rule": "Reproduced if every induction head has both circuits' eigen-positivity above 0 (QK "
                          "through the previous-token head, and OV); partly if some do.",
                  "section": SECTION.format("two-layer-circuits")})
@@ -242,7 +239,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": (", ".join(f"{head_name((1, h))} {top1[h]:.0%}" for h in ind) or "no induction head")
                          + f" of {r['ov_tokens']:,} frequent tokens"
                          + (f"; other layer-1 heads at most {top1[rest].max():.1%}" if rest else ""),
-                 "verdict": _verdict(bool(ind) and len(copy) == len(ind), bool(copy)),
+                 "verdict": verdict(bool(ind) and len(copy) == len(ind), bool(copy)),
                  "rule": f"Reproduced if every induction head's token is its own top output for at least "
                          f"{TOP1_REPRODUCED:.0%} of the frequent tokens (about half ARENA's {ARENA_TOP1:.0%}); partly "
                          f"if one head's is.",
@@ -255,7 +252,7 @@ def findings_rows(book: Book) -> list[dict]:
                           + " / ".join(f"{x:.2f}" for x in PAPER_SHARES.values()),
                  "ours": f"{d:.2f} / {s:.2f} / {v:.2f} nats; shares {sd:.2f} / {ss:.2f} / {sv:.2f} "
                          f"(on {r['windows']} windows)",
-                 "verdict": _verdict(s > d > v and shares_close(r["shares"]), v < min(d, s)),
+                 "verdict": verdict(s > d > v and shares_close(r["shares"]), v < min(d, s)),
                  "rule": f"Reproduced if single heads gain most, then the direct path, then virtual heads, each "
                          f"share of the uniform-to-model gap within {TERM_SHARE_TOLERANCE:.0%} points of the "
                          f"paper's; partly if the virtual heads gain least.",
@@ -268,7 +265,7 @@ def findings_rows(book: Book) -> list[dict]:
                  "ours": f"mean loss increase per head removed: layer 1 {m1:.3f}, layer 0 {m0:.3f} nats; the largest "
                          f"single term is {head_name((0, r['focus']))}'s ({single[0, r['focus']]:.3f}), "
                          f"{r['const_share'][0][r['focus']]:.0%} of its output one constant vector",
-                 "verdict": _verdict(m1 >= 2 * m0, m1 > m0),
+                 "verdict": verdict(m1 >= 2 * m0, m1 > m0),
                  "rule": "Reproduced if removing a layer-1 head's single-head term costs on average at least twice "
                          "as much as a layer-0 head's; partly if more.",
                  "section": SECTION.format("two-layer-head-terms")})
@@ -276,7 +273,7 @@ def findings_rows(book: Book) -> list[dict]:
     rows.append({"claim": "Virtual heads matter little",
                  "paper": f"≈ 0.3 nats in all, {PAPER_SHARES['virtual heads']:.0%} of the gap (video)",
                  "ours": f"{v:.2f} nats, {sv:.1%} of the gap",
-                 "verdict": _verdict(abs(sv) <= 0.10, abs(sv) <= 0.25),
+                 "verdict": verdict(abs(sv) <= 0.10, abs(sv) <= 0.25),
                  "rule": "Reproduced if the virtual-head terms add at most 10 % of the uniform-to-model gap (the "
                          "paper: 4 %); partly if at most 25 %.",
                  "section": SECTION.format("two-layer-virtual")})
