@@ -37,6 +37,7 @@ def phase_change_summary(book: Book) -> dict:
     out = {"window": window, "logs": logs, "ev": ev, "first_induction": first_induction(logs[2]),
            "grid": {n: position_loss_grid(logs[n]) for n in LAYERS}, "evaluations": {n: len(ev[n]) for n in LAYERS},
            "best_prefix_1": max((max(r["prefix_matching"][-1]) for r in ev[1]), default=float("nan")),
+           "prefix_final": float(max(ev[2][-1]["prefix_matching"][-1])) if ev[2] else float("nan"),  # last layer
            "icl_last": {n: float(ev[n][-1]["icl_score"]) if ev[n] else float("nan") for n in logs},
            "icl_final": {n: float(np.mean([r["icl_score"] for r in ev[n][-AROUND:]])) if ev[n] else float("nan")
                          for n in logs}}
@@ -52,8 +53,15 @@ def phase_change_summary(book: Book) -> dict:
                abrupt=e <= ABRUPT_RATIO * s, bump=loss_bump(logs[2], s, e),
                prefix_start=max(window["start"]["prefix_matching"][-1]),
                prefix_end=max(window["end"]["prefix_matching"][-1]),
+               prefix_share=_share(max(window["start"]["prefix_matching"][-1]),
+                                   max(window["end"]["prefix_matching"][-1]), out["prefix_final"]),
                fall_per_doubling=_fall_per_doubling(ev[2], s, e))
     return out
+
+
+def _share(start: float, end: float, final: float) -> float:
+    """The part of a rise from ``start`` to ``final`` made between ``start`` and ``end`` (NaN if none)."""
+    return (end - start) / (final - start) if final > start else float("nan")
 
 
 def _fall_per_doubling(ev: list[dict], start: float, end: float) -> dict[str, float]:
