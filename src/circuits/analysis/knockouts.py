@@ -47,10 +47,10 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor
 
 def _qkv(attn, x: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor):
     """A layer's queries at the destinations ``idx`` and every position's keys and values [batch, head, ., d_head]
-    from its input x [batch, pos, d_model] (Shortformer: positions enter queries and keys only)."""
-    y = x + pos
-    return (einsum(y[:, idx], attn.W_Q, "b p d, h d e -> b h p e"), einsum(y, attn.W_K, "b s d, h d e -> b h s e"),
-            einsum(x, attn.W_V, "b s d, h d e -> b h s e"))
+    from its input x [batch, pos, d_model]: the model's own ``queries_keys`` (positions enter queries and keys
+    only), and the values it reads."""
+    q, k = attn.queries_keys(x, pos)
+    return q[:, :, idx], k, einsum(x, attn.W_V, "b s d, h d e -> b h s e")
 
 
 def _last_layer(model: AttnOnlyTransformer, x: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor):
